@@ -1,0 +1,21 @@
+"""jaxdiff: the SDEs and ODEs behind diffusion generative models, in JAX.
+
+The public surface; everything is implemented in private modules.
+"""
+
+import importlib.metadata
+
+from . import analytic as analytic
+from ._processes import (
+    EDM as EDM,
+    VE as VE,
+    VP as VP,
+    AbstractProcess as AbstractProcess,
+    CosineVP as CosineVP,
+    SubVP as SubVP,
+    denoiser_from_score as denoiser_from_score,
+    score_from_denoiser as score_from_denoiser,
+)
+from ._sde import SDE as SDE, brownian_tree as brownian_tree, solve_sde as solve_sde
+
+__version__ = importlib.metadata.version("jaxdiff")

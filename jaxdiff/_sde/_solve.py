@@ -1,0 +1,286 @@
+"""`solve_sde`: fixed-step solves of Itô SDEs on diffrax."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import lineax as lx
+import numpy as np
+
+from ._brownian import GridBrownianPath
+from ._sde import SDE
+from ._solvers import is_stratonovich, needs_levy_area, resolve_solver
+
+
+class _DiagonalDiffusion(eqx.Module):
+    """Diagonal noise as diffrax 0.7 wants it: a `lineax.DiagonalLinearOperator`."""
+
+    diffusion: Any
+
+    def __call__(self, t, x, args):
+        return lx.DiagonalLinearOperator(self.diffusion(t, x, args))
+
+
+class _StratonovichDrift(eqx.Module):
+    """The drift of the Stratonovich SDE equal to an Itô SDE: `f -+ c/2` (sign by direction).
+
+    A reverse-time Itô solve is a forward one in `tau = -t`, so the correction flips sign.
+    """
+
+    sde: SDE
+    sign: float = eqx.field(static=True)
+
+    def __call__(self, t, x, args):
+        f = self.sde.drift(t, x, args)
+        c = self.sde.stratonovich_correction(t, x, args)
+        return jtu.tree_map(lambda fi, ci: fi - (0.5 * self.sign) * ci, f, c)
+
+
+def _is_traced(x) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jtu.tree_leaves(x))
+
+
+def _check_ts(ts) -> np.ndarray:
+    if _is_traced(ts):
+        raise ValueError(
+            "ts must be concrete (not traced): the step grid is fixed when the solve is "
+            "compiled. Close over ts instead of passing it as a jit/vmap argument."
+        )
+    try:
+        ts_np = np.asarray(ts, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"ts must be a 1-D array of times, got {type(ts).__name__}") from e
+    if ts_np.ndim != 1 or ts_np.shape[0] < 2:
+        raise ValueError(f"ts must be a 1-D array with at least 2 times, got shape {ts_np.shape}")
+    if not np.all(np.isfinite(ts_np)):
+        raise ValueError("ts must be finite")
+    diffs = np.diff(ts_np)
+    if not (np.all(diffs > 0) or np.all(diffs < 0)):
+        raise ValueError(
+            "ts must be strictly monotone (increasing for forward solves, decreasing for "
+            f"reverse-time solves), got {ts_np}"
+        )
+    return ts_np
+
+
+def _check_dt(dt) -> float:
+    if _is_traced(dt):
+        raise ValueError("dt must be a concrete number (it fixes the number of steps)")
+    try:
+        dt = float(dt)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"dt must be a positive number, got {type(dt).__name__}") from e
+    if not (math.isfinite(dt) and dt > 0):
+        raise ValueError(
+            f"dt must be a positive finite step size (also for decreasing ts), got {dt!r}"
+        )
+    return dt
+
+
+def step_grid(ts: np.ndarray, dt: float) -> np.ndarray:
+    """The step grid: each interval of `ts` cut into `ceil(|interval| / dt)` equal steps, so
+    every time in `ts` is a grid point and no step is longer than `dt`."""
+    pieces = [ts[:1]]
+    for a, b in zip(ts[:-1], ts[1:], strict=True):
+        n = max(1, math.ceil(round(abs(b - a) / dt, 9)))
+        piece = a + (b - a) * np.arange(1, n + 1) / n
+        piece[-1] = b
+        pieces.append(piece)
+    return np.concatenate(pieces)
+
+
+def _shape_of(tree):
+    return jtu.tree_map(lambda s: tuple(s.shape), tree)
+
+
+def _check_state(sde: SDE, x0, t0, args):
+    leaves = jtu.tree_leaves(x0)
+    if not leaves:
+        raise ValueError("x0 must contain at least one array")
+    for leaf in leaves:
+        if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
+            raise TypeError(f"x0 must hold floating-point arrays, got dtype {jnp.result_type(leaf)}")
+    if sde.noise != "diagonal" and not sde.is_ode and len(leaves) != 1:
+        raise TypeError(
+            f"noise={sde.noise!r} takes a single-array state x0; use noise='diagonal' for pytrees"
+        )
+    x_shapes = _shape_of(jax.eval_shape(lambda x: x, x0))
+    f_shape = _shape_of(jax.eval_shape(sde.drift, t0, x0, args))
+    if jtu.tree_structure(f_shape) != jtu.tree_structure(x_shapes) or f_shape != x_shapes:
+        raise ValueError(
+            f"drift(t, x0, args) must return the shape of x0: x0 has shape {x_shapes}, "
+            f"drift returned {f_shape}"
+        )
+    if sde.is_ode:
+        return
+    g_shape = _shape_of(jax.eval_shape(sde.diffusion, t0, x0, args))
+    if sde.noise == "general":
+        want = jtu.tree_map(lambda s: (*s, sde.noise_dim), x_shapes, is_leaf=_is_shape)
+        what = f"x0.shape + (noise_dim,) = {want}"
+    else:
+        want, what = x_shapes, f"the shape of x0, {x_shapes}"
+    if jtu.tree_structure(g_shape) != jtu.tree_structure(want) or g_shape != want:
+        raise ValueError(
+            f"diffusion(t, x0, args) must return {what} for noise={sde.noise!r}, "
+            f"got {g_shape}"
+        )
+
+
+def _is_shape(x) -> bool:
+    return isinstance(x, tuple) and all(isinstance(i, int) for i in x)
+
+
+def _check_brownian(brownian, sde: SDE, x0, ts: np.ndarray, solver):
+    if not isinstance(brownian, dfx.AbstractBrownianPath):
+        raise TypeError(
+            "brownian must be a diffrax Brownian path (e.g. diffrax.VirtualBrownianTree or "
+            f"jaxdiff.brownian_tree(...)), got {type(brownian).__name__}"
+        )
+    shape = getattr(brownian, "shape", None)
+    if shape is not None:
+        want = _shape_of(sde.noise_shape(x0))
+        got = jtu.tree_map(
+            lambda s: tuple(s.shape) if hasattr(s, "shape") else s, shape, is_leaf=_is_shape
+        )
+        if isinstance(shape, tuple) and _is_shape(shape):
+            got = tuple(shape)
+        if got != want:
+            raise ValueError(
+                f"brownian has shape {got} but this SDE needs Brownian shape {want} "
+                "(see SDE.noise_shape(x0))"
+            )
+    lo, hi = float(ts.min()), float(ts.max())
+    b0, b1 = brownian.t0, brownian.t1
+    if not _is_traced((b0, b1)):
+        # diffrax paths store their interval in the time dtype; allow float32 rounding.
+        slack = 1e-6 * max(1.0, abs(lo), abs(hi))
+        if float(b0) > lo + slack or float(b1) < hi - slack:
+            raise ValueError(
+                f"brownian covers [{float(b0)}, {float(b1)}] but ts spans [{lo}, {hi}]"
+            )
+    if needs_levy_area(solver) and not issubclass(
+        brownian.levy_area, dfx.AbstractSpaceTimeLevyArea
+    ):
+        raise ValueError(
+            f"solver {type(solver).__name__} needs space-time Levy area: build brownian with "
+            "levy_area=diffrax.SpaceTimeLevyArea"
+        )
+
+
+def solve_sde(
+    sde: SDE,
+    x0,
+    ts,
+    *,
+    key: jax.Array | None = None,
+    brownian: dfx.AbstractBrownianPath | None = None,
+    dt: float,
+    solver: str | dfx.AbstractSolver = "euler_maruyama",
+    args: Any = None,
+):
+    r"""Solve an Itô SDE with a fixed step and return the solution at every time in `ts`.
+
+    Built on `diffrax.diffeqsolve` with `MultiTerm(ODETerm(drift), ControlTerm(diffusion,
+    brownian))`, a `StepTo` grid that hits every time in `ts` with steps no longer than `dt`,
+    and saving only at `ts`. Compiled inside (one program per SDE/shape/grid); also usable
+    under `jax.jit` and `jax.vmap` (with `ts` and `dt` concrete).
+
+    **Arguments:**
+
+    - `sde`: a `jaxdiff.SDE` (zero diffusion: an ODE, solved without noise).
+    - `x0`: the state at `ts[0]`, an array or a pytree of arrays (diagonal noise).
+    - `ts`: 1-D, strictly increasing, or strictly decreasing for reverse-time solves.
+    - `key`: PRNG key; without `brownian`, the noise is drawn step by step on the grid
+      (fast, no storage; different `dt` give unrelated paths).
+    - `brownian`: any diffrax Brownian path (`jaxdiff.brownian_tree(...)`,
+      `diffrax.VirtualBrownianTree`), so that several solves share one path.
+    - `dt`: the largest step size, `> 0` whatever the direction of `ts`.
+    - `solver`: a name — `"euler_maruyama"`, `"milstein"`, `"heun"`, `"euler_heun"`, `"srk"`,
+      `"shark"`, `"sra1"`, `"spark"` (ODEs: `"euler"`, `"heun"`, `"midpoint"`, `"tsit5"`, ...)
+      — or any diffrax solver instance. Stratonovich solvers are given the
+      Itô-to-Stratonovich corrected drift, so every solver converges to the Itô solution.
+    - `args`: passed to drift and diffusion.
+
+    **Returns:** the solution at `ts`, a pytree like `x0` with a leading axis of `len(ts)`.
+    """
+    if not isinstance(sde, SDE):
+        raise TypeError(f"sde must be a jaxdiff.SDE, got {type(sde).__name__}")
+    ts_np = _check_ts(ts)
+    dt = _check_dt(dt)
+    x0 = jtu.tree_map(jnp.asarray, x0)
+    solver = resolve_solver(solver, sde)
+    time_dtype = jnp.result_type(*jtu.tree_leaves(x0))
+    _check_state(sde, x0, jnp.asarray(ts_np[0], time_dtype), args)
+
+    grid_np = step_grid(ts_np, dt)
+    ascending = np.sort(grid_np)
+    path = None
+    if not sde.is_ode:
+        if brownian is None and key is None:
+            raise ValueError(
+                "a stochastic solve needs key= (a PRNG key) or brownian= (a Brownian path)"
+            )
+        if brownian is not None and key is not None:
+            raise ValueError("pass key= or brownian=, not both")
+        if brownian is not None:
+            _check_brownian(brownian, sde, x0, ts_np, solver)
+            path = brownian
+        else:
+            if not (isinstance(key, jax.Array) and _is_key(key)):
+                raise TypeError(f"key must be a JAX PRNG key, got {key!r}")
+            levy = dfx.SpaceTimeLevyArea if needs_levy_area(solver) else dfx.BrownianIncrement
+            path = GridBrownianPath(
+                jnp.asarray(ascending, time_dtype), key, sde.noise_shape(x0), levy
+            )
+    sign = 1.0 if ts_np[-1] > ts_np[0] else -1.0
+    correct = (not sde.is_ode) and is_stratonovich(solver) and not sde.additive
+    return _solve(
+        sde,
+        x0,
+        jnp.asarray(grid_np, time_dtype),
+        jnp.asarray(ts_np, time_dtype),
+        path,
+        solver,
+        args,
+        sign if correct else 0.0,
+    )
+
+
+def _is_key(key) -> bool:
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return True
+    return key.dtype == jnp.uint32 and key.shape[-1:] == (2,)
+
+
+@eqx.filter_jit
+def _solve(sde, x0, grid, ts, path, solver, args, correction_sign):
+    drift = _StratonovichDrift(sde, correction_sign) if correction_sign else sde.drift
+    if sde.is_ode:
+        terms = dfx.ODETerm(drift)
+    else:
+        vf = _DiagonalDiffusion(sde.diffusion) if sde.noise == "diagonal" else sde.diffusion
+        terms = dfx.MultiTerm(dfx.ODETerm(drift), dfx.ControlTerm(vf, path))
+    if ts.shape[0] == 2:
+        saveat = dfx.SaveAt(t0=True, t1=True)
+    else:
+        saveat = dfx.SaveAt(ts=ts)
+    sol = dfx.diffeqsolve(
+        terms,
+        solver,
+        grid[0],
+        grid[-1],
+        dt0=None,
+        y0=x0,
+        args=args,
+        stepsize_controller=dfx.StepTo(ts=grid),
+        saveat=saveat,
+        max_steps=grid.shape[0] - 1,
+        throw=False,
+    )
+    return sol.ys

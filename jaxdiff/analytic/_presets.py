@@ -1,0 +1,178 @@
+"""Ready-made Gaussian mixtures: 2-D toys and higher-dimensional test cases."""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ._gaussian_mixture import GaussianMixture
+
+__all__ = ["grid", "ill_conditioned", "random_mixture", "ring"]
+
+
+def _positive_int(name: str, value: Any) -> int:
+    try:
+        value = operator.index(value)
+    except TypeError as err:
+        raise TypeError(f"{name} must be an int; got {type(value).__name__}") from err
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1; got {value}")
+    return value
+
+
+def _positive(name: str, value: float) -> float:
+    value = float(value)
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be positive and finite; got {value}")
+    return value
+
+
+def _dtype(dtype: Any) -> Any:
+    dtype = jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"dtype must be a floating dtype; got {dtype}")
+    return dtype
+
+
+def ring(
+    num_modes: int = 8, radius: float = 2.0, std: float = 0.15, *, dtype: Any = None
+) -> GaussianMixture:
+    """Equal-weight isotropic modes evenly spaced on a circle in 2-D.
+
+    Arguments:
+        num_modes: number of components.
+        radius: radius of the circle the means lie on.
+        std: standard deviation of every component (per dimension).
+        dtype: floating dtype of the arrays; defaults to jnp's default float.
+
+    Returns:
+        A `GaussianMixture` with ``num_modes`` components in dimension 2.
+    """
+    num_modes = _positive_int("num_modes", num_modes)
+    std = _positive("std", std)
+    dtype = _dtype(dtype)
+    angles = 2.0 * jnp.pi * jnp.arange(num_modes, dtype=dtype) / num_modes
+    means = radius * jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=-1)
+    return GaussianMixture(means.astype(dtype), jnp.asarray(std**2, dtype))
+
+
+def grid(
+    side: int = 5, spacing: float = 1.0, std: float = 0.1, *, dtype: Any = None
+) -> GaussianMixture:
+    """Equal-weight isotropic modes on a ``side x side`` square lattice centred at the origin.
+
+    Arguments:
+        side: number of modes along each axis (``side**2`` components in all).
+        spacing: distance between neighbouring modes.
+        std: standard deviation of every component (per dimension).
+        dtype: floating dtype of the arrays; defaults to jnp's default float.
+
+    Returns:
+        A `GaussianMixture` with ``side**2`` components in dimension 2.
+    """
+    side = _positive_int("side", side)
+    std = _positive("std", std)
+    dtype = _dtype(dtype)
+    coords = (jnp.arange(side, dtype=dtype) - (side - 1) / 2) * spacing
+    gx, gy = jnp.meshgrid(coords, coords, indexing="ij")
+    means = jnp.stack([gx.ravel(), gy.ravel()], axis=-1)
+    return GaussianMixture(means.astype(dtype), jnp.asarray(std**2, dtype))
+
+
+def random_mixture(
+    dim: int = 16,
+    num_components: int = 8,
+    *,
+    seed: int = 0,
+    scale: float = 2.0,
+    min_std: float = 0.1,
+    max_std: float = 0.6,
+    dtype: Any = None,
+) -> GaussianMixture:
+    """A random higher-dimensional mixture with diagonal components, deterministic in ``seed``.
+
+    Means are drawn from N(0, scale^2 / dim I), so that ``|mu_k| ~ scale`` and two means are
+    about ``sqrt(2) scale`` apart whatever the dimension: with the default per-dimension
+    stds in [0.1, 0.6] the components are well separated at sigma = 0 and merge around
+    sigma ~ scale. Per-dimension stds are uniform in [min_std, max_std]; weights are
+    proportional to uniform draws in [1, 3] (max/min weight ratio at most 3).
+
+    The random draws are made in float32 and then cast, so the same seed gives the same
+    mixture (to float32 precision) in every dtype.
+
+    Arguments:
+        dim: dimension d.
+        num_components: number of components K.
+        seed: integer seed for `jax.random.key`.
+        scale: typical norm of the means.
+        min_std: smallest per-dimension component std.
+        max_std: largest per-dimension component std.
+        dtype: floating dtype of the arrays; defaults to jnp's default float.
+
+    Returns:
+        A `GaussianMixture` with ``num_components`` components in dimension ``dim``.
+    """
+    dim = _positive_int("dim", dim)
+    num_components = _positive_int("num_components", num_components)
+    min_std = _positive("min_std", min_std)
+    max_std = _positive("max_std", max_std)
+    if max_std < min_std:
+        raise ValueError(f"max_std must be >= min_std; got {max_std} < {min_std}")
+    dtype = _dtype(dtype)
+    k_means, k_std, k_weights = jax.random.split(jax.random.key(seed), 3)
+    means = jax.random.normal(k_means, (num_components, dim)) * (scale / math.sqrt(dim))
+    stds = jax.random.uniform(k_std, (num_components, dim), minval=min_std, maxval=max_std)
+    weights = jax.random.uniform(k_weights, (num_components,), minval=1.0, maxval=3.0)
+    weights = weights / jnp.sum(weights)
+    return GaussianMixture(
+        means.astype(dtype), jnp.square(stds).astype(dtype), weights.astype(dtype)
+    )
+
+
+def ill_conditioned(
+    dim: int = 16,
+    *,
+    condition: float = 1e3,
+    seed: int = 0,
+    num_components: int = 3,
+    scale: float = 2.0,
+    dtype: Any = None,
+) -> GaussianMixture:
+    """A few components whose per-dimension variances span a ratio of ``condition``.
+
+    Every component has variances geometrically spaced from ``1 / condition`` to 1 (so
+    ``max / min = condition`` exactly when ``dim >= 2``), assigned to the dimensions in a
+    different random order per component, so each component is stiff in different
+    directions: a hard case for samplers at small sigma. Means are drawn from
+    N(0, scale^2 / dim I); weights are equal. Deterministic in ``seed``.
+
+    Arguments:
+        dim: dimension d.
+        condition: ratio of the largest to the smallest variance within a component, >= 1.
+        seed: integer seed for `jax.random.key`.
+        num_components: number of components K.
+        scale: typical norm of the means.
+        dtype: floating dtype of the arrays; defaults to jnp's default float.
+
+    Returns:
+        A `GaussianMixture` with ``num_components`` components in dimension ``dim``.
+    """
+    dim = _positive_int("dim", dim)
+    num_components = _positive_int("num_components", num_components)
+    condition = float(condition)
+    if not (condition >= 1 and math.isfinite(condition)):
+        raise ValueError(f"condition must be a finite number >= 1; got {condition}")
+    dtype = _dtype(dtype)
+    k_means, k_perm = jax.random.split(jax.random.key(seed))
+    means = jax.random.normal(k_means, (num_components, dim)) * (scale / math.sqrt(dim))
+    if dim == 1:
+        spectrum = jnp.ones((1,))
+    else:
+        spectrum = jnp.logspace(-math.log10(condition), 0.0, dim)
+    perm_keys = jax.random.split(k_perm, num_components)
+    variances = jax.vmap(lambda k: jax.random.permutation(k, spectrum))(perm_keys)
+    return GaussianMixture(means.astype(dtype), variances.astype(dtype))
