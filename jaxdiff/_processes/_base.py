@@ -108,8 +108,10 @@ class AbstractProcess(eqx.Module):
         """
         x0 = jnp.asarray(x0)
         t = jnp.asarray(t, dtype=x0.dtype)
-        if _is_concrete(t) and t.size and (
-            float(jnp.min(t)) < 0 or float(jnp.max(t)) > float(self.t_max)
+        if (
+            _is_concrete(t)
+            and t.size
+            and (float(jnp.min(t)) < 0 or float(jnp.max(t)) > float(self.t_max))
         ):
             raise ValueError(f"t must lie in [0, t_max={self.t_max}], got {t}")
         if t.ndim > 0:
@@ -168,7 +170,9 @@ class _Diffusion(eqx.Module):
 
     def __call__(self, t, x, args):
         g = self.process.diffusion_coef(t)
-        return jax.tree_util.tree_map(lambda v: jnp.broadcast_to(g, jnp.shape(v)).astype(v.dtype), x)
+        return jax.tree_util.tree_map(
+            lambda v: jnp.broadcast_to(g, jnp.shape(v)).astype(v.dtype), x
+        )
 
 
 class _ReverseDrift(eqx.Module):
@@ -207,8 +211,9 @@ class DenoiserFromScore(eqx.Module):
 
 
 def score_from_denoiser(denoiser: Callable, process: AbstractProcess) -> ScoreFromDenoiser:
-    """The process-time score of a sigma-space denoiser `D(x, sigma) ~ E[x_0 | x_0 + sigma eps = x]`:
-    `grad_x log p_t(x) = (D(x/s, sigma) - x/s) / (s sigma^2)` (Karras et al. 2022, eq. 3)."""
+    """The process-time score of a sigma-space denoiser `D(x, sigma) ~ E[x_0 | x]`
+    (`x = x_0 + sigma eps`): `grad_x log p_t(x) = (D(x/s, sigma) - x/s) / (s sigma^2)`
+    (Karras et al. 2022, eq. 3)."""
     _check_callable("denoiser", denoiser)
     if not isinstance(process, AbstractProcess):
         raise TypeError(f"process must be a jaxdiff process, got {type(process).__name__}")

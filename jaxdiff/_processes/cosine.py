@@ -57,6 +57,7 @@ class CosineVP(AbstractProcess):
 
     def t_of_sigma(self, sigma):
         phi0 = self._phi0()
-        # cos(phi) = cos(phi0) / sqrt(1 + sigma^2)  =>  phi = atan2(sqrt(sigma^2 + sin^2 phi0), cos phi0)
+        # cos(phi) = cos(phi0) / sqrt(1 + sigma^2)
+        #   =>  phi = atan2(sqrt(sigma^2 + sin^2 phi0), cos phi0)
         phi = jnp.arctan2(jnp.sqrt(sigma**2 + math.sin(phi0) ** 2), math.cos(phi0))
         return phi * (1 + self.s) * (2 / math.pi) - self.s

@@ -16,8 +16,8 @@ import jax.tree_util as jtu
 class GridBrownianPath(dfx.AbstractBrownianPath):
     """Brownian motion sampled on a fixed step grid, increment by increment.
 
-    The increment over the grid interval `[grid[k], grid[k+1]]` is drawn from
-    `fold_in(key, k)`, so a step costs one normal draw of the state's size and nothing is
+    The increment over the grid interval `[grid[k], grid[k+1]]` is drawn from `key` folded
+    with the bits of `grid[k]`, so a step costs one normal draw of the state's size and nothing is
     stored: this is what a hand-written `lax.scan` does, as a diffrax path. It may only be
     evaluated on its own grid intervals (as `diffrax.StepTo(ts=grid)` does); use
     `diffrax.VirtualBrownianTree` (see `jaxdiff.brownian_tree`) for a path that is
@@ -45,12 +45,13 @@ class GridBrownianPath(dfx.AbstractBrownianPath):
         del left
         if t1 is None:
             raise ValueError("GridBrownianPath only provides increments over grid intervals")
-        # diffrax hands increasing times (reverse-time solves are negated before they get here),
-        # each exactly a grid point under StepTo.
-        index = jnp.searchsorted(self.grid, t0)
+        # Under StepTo every t0 is exactly a grid point: its bits identify the step, so no
+        # search is needed (a searchsorted costs microseconds per step on CPU).
+        key = self.key
+        for word in _time_bits(t0):
+            key = jr.fold_in(key, word)
         dt = t1 - t0
         leaves, treedef = jtu.tree_flatten(self.shape)
-        key = jr.fold_in(self.key, index)
         keys = [key] if len(leaves) == 1 else list(jr.split(key, len(leaves)))
         with_levy = use_levy and self.levy_area is dfx.SpaceTimeLevyArea
         ws, hs = [], []
@@ -68,6 +69,14 @@ class GridBrownianPath(dfx.AbstractBrownianPath):
         if with_levy:
             return dfx.SpaceTimeLevyArea(dt=dt, W=w, H=jtu.tree_unflatten(treedef, hs))
         return dfx.BrownianIncrement(dt=dt, W=w)
+
+
+def _time_bits(t):
+    """The bits of a float time as one or two uint32 words."""
+    t = jnp.asarray(t)
+    if t.dtype.itemsize == 8:
+        return list(jax.lax.bitcast_convert_type(t, jnp.uint32))
+    return [jax.lax.bitcast_convert_type(t.astype(jnp.float32), jnp.uint32)]
 
 
 def brownian_tree(
@@ -99,3 +108,100 @@ def brownian_tree(
     if not hi > lo:
         raise ValueError(f"t0 and t1 must differ, got t0={t0!r}, t1={t1!r}")
     return dfx.VirtualBrownianTree(lo, hi, tol=tol, shape=shape, key=key, levy_area=levy_area)
+
+
+class DiscreteBrownianPath(dfx.AbstractBrownianPath):
+    r"""Brownian motion sampled on a uniform grid of `num_steps` steps over `[t0, t1]`, stored.
+
+    Stores $W$ and its running time integral $\int_{t_0}^{t} W\,dr$ at the grid points, so
+    the increment *and* the space-time Lévy area over any union of grid intervals are exact:
+    solves with steps that are multiples of `(t1 - t0) / num_steps` all see one Brownian path
+    (a convergence study without a Brownian tree; evaluation is a gather, cheap to compile
+    and run). Between grid points `W` is interpolated linearly (an approximation).
+
+    Memory: `2 (num_steps + 1)` times the state. Use `jaxdiff.brownian_tree` when that is
+    too much or steps are not grid-aligned.
+
+    **Arguments:**
+
+    - `key`, `t0`, `t1`, `num_steps`: the path's randomness and its grid.
+    - `shape`: the Brownian shape, e.g. `sde.noise_shape(x0)` (pytree of
+      `jax.ShapeDtypeStruct`) or a tuple of ints.
+    - `levy_area`: `diffrax.SpaceTimeLevyArea` (default) or `diffrax.BrownianIncrement`.
+    """
+
+    t0: jax.Array
+    t1: jax.Array
+    w: Any  # pytree of (num_steps + 1, *shape): W(t_k) - W(t0)
+    iw: Any  # pytree of (num_steps + 1, *shape): int_{t0}^{t_k} (W(r) - W(t0)) dr
+    shape: Any = eqx.field(static=True)
+    levy_area: type[dfx.BrownianIncrement | dfx.SpaceTimeLevyArea] = eqx.field(static=True)
+
+    def __init__(
+        self,
+        key: jax.Array,
+        t0: float,
+        t1: float,
+        num_steps: int,
+        shape: Any,
+        *,
+        levy_area: type = dfx.SpaceTimeLevyArea,
+    ):
+        if not (isinstance(num_steps, int) and num_steps >= 1):
+            raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+        if not float(t1) > float(t0):
+            raise ValueError(f"t1 must be > t0, got t0={t0!r}, t1={t1!r}")
+        if levy_area not in (dfx.BrownianIncrement, dfx.SpaceTimeLevyArea):
+            raise ValueError(
+                "levy_area must be diffrax.BrownianIncrement or diffrax.SpaceTimeLevyArea"
+            )
+        if isinstance(shape, tuple) and all(isinstance(i, int) for i in shape):
+            shape = jax.ShapeDtypeStruct(shape, jnp.result_type(float))
+        self.shape = shape
+        self.levy_area = levy_area
+        leaves, treedef = jtu.tree_flatten(shape)
+        self.t0 = jnp.asarray(t0, leaves[0].dtype)
+        self.t1 = jnp.asarray(t1, leaves[0].dtype)
+        h = (float(t1) - float(t0)) / num_steps
+        ws, iws = [], []
+        for k, leaf in zip(jr.split(key, len(leaves)), leaves, strict=True):
+            kw, kh = jr.split(k)
+            full = (num_steps, *leaf.shape)
+            dw = jr.normal(kw, full, leaf.dtype) * math.sqrt(h)
+            hh = jr.normal(kh, full, leaf.dtype) * math.sqrt(h / 12.0)
+            zero = jnp.zeros((1, *leaf.shape), leaf.dtype)
+            w = jnp.concatenate([zero, jnp.cumsum(dw, axis=0)])
+            # int over step j of (W - W(t0)) = h (W_j + dW_j / 2 + H_j)
+            iw = jnp.concatenate([zero, jnp.cumsum(h * (w[:-1] + 0.5 * dw + hh), axis=0)])
+            ws.append(w)
+            iws.append(iw)
+        self.w = jtu.tree_unflatten(treedef, ws)
+        self.iw = jtu.tree_unflatten(treedef, iws)
+
+    def _at(self, t):
+        n = jtu.tree_leaves(self.w)[0].shape[0] - 1
+        pos = (t - self.t0) / (self.t1 - self.t0) * n
+        k = jnp.clip(jnp.floor(pos), 0, n - 1).astype(jnp.int32)
+        frac = jnp.clip(pos - k, 0.0, 1.0)
+
+        def interp(a):
+            frac_ = frac.astype(a.dtype)
+            return a[k] * (1 - frac_) + a[k + 1] * frac_
+
+        return jtu.tree_map(interp, self.w), jtu.tree_map(interp, self.iw)
+
+    def evaluate(self, t0, t1=None, left=True, use_levy=False):
+        del left
+        if t1 is None:
+            return self._at(t0)[0]
+        w0, i0 = self._at(t0)
+        w1, i1 = self._at(t1)
+        dw = jtu.tree_map(lambda a, b: b - a, w0, w1)
+        if not use_levy:
+            return dw
+        dt = t1 - t0
+        if self.levy_area is dfx.BrownianIncrement:
+            return dfx.BrownianIncrement(dt=dt, W=dw)
+        # H = (1/dt) int_{t0}^{t1} (W_r - W_{t0}) dr - dW / 2
+        hh = jtu.tree_map(lambda a0, a1, b0, d: (a1 - a0 - dt * b0) / dt - 0.5 * d, i0, i1, w0, dw)
+        return dfx.SpaceTimeLevyArea(dt=dt, W=dw, H=hh)

@@ -19,13 +19,12 @@ def _diffusion_values(vf):
 class DiagonalMilstein(dfx.AbstractItoSolver):
     r"""Milstein's method for Itô SDEs with diagonal or scalar noise.
 
-    $$x_{n+1} = x_n + f\,\Delta t + g\,\Delta W + \tfrac12 (g \cdot \nabla g)(\Delta W^2 - |\Delta t|)$$
+    $$x_{n+1} = x_n + f\Delta t + g\Delta W + \tfrac12 (g \cdot \nabla g)(\Delta W^2 - \Delta t)$$
 
     Strong order 1.0, weak order 1.0; one drift and one diffusion evaluation plus one
     Jacobian-vector product of the diffusion per step (no `d x d` matrices, unlike
     `diffrax.ItoMilstein`, whose general-noise form materialises `dW dW^T`).
     For diagonal noise `g_i` must depend on `x_i` only; for scalar noise any `g` works.
-    Reverse-time solves use `|Δt|`, the quadratic variation of the increment.
 
     Reference: G. N. Milstein, "Approximate integration of stochastic differential
     equations", Theory Probab. Appl. 19 (1975); Kloeden & Platen (1992), §10.3.
@@ -52,7 +51,7 @@ class DiagonalMilstein(dfx.AbstractItoSolver):
         g = lambda y: _diffusion_values(diffusion.vf(t0, y, args))
         g0 = g(y0)
         _, g_dg = jax.jvp(g, (y0,), (g0,))
-        qv = jnp.abs(dt)
+        qv = jnp.abs(dt)  # the quadratic variation of the increment
         y1 = jtu.tree_map(
             lambda y, f, gi, ggi, w: y + f + gi * w + 0.5 * ggi * (w * w - qv),
             y0,

@@ -87,7 +87,9 @@ class SDE(eqx.Module):
         leaves = jtu.tree_leaves(x0)
         dtype = jnp.result_type(*leaves) if leaves else jnp.result_type(float)
         if self.noise == "diagonal":
-            return jtu.tree_map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), x0)
+            return jtu.tree_map(
+                lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), x0
+            )
         if self.noise == "scalar":
             return jax.ShapeDtypeStruct((), dtype)
         return jax.ShapeDtypeStruct((self.noise_dim,), dtype)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -28,18 +29,74 @@ class _DiagonalDiffusion(eqx.Module):
 
 
 class _StratonovichDrift(eqx.Module):
-    """The drift of the Stratonovich SDE equal to an Itô SDE: `f -+ c/2` (sign by direction).
-
-    A reverse-time Itô solve is a forward one in `tau = -t`, so the correction flips sign.
-    """
+    """The drift `f - c/2` of the Stratonovich SDE equal to an Itô SDE."""
 
     sde: SDE
-    sign: float = eqx.field(static=True)
 
     def __call__(self, t, x, args):
         f = self.sde.drift(t, x, args)
         c = self.sde.stratonovich_correction(t, x, args)
-        return jtu.tree_map(lambda fi, ci: fi - (0.5 * self.sign) * ci, f, c)
+        return jtu.tree_map(lambda fi, ci: fi - 0.5 * ci, f, c)
+
+
+class _NegatedTime(eqx.Module):
+    """`fn(-tau, x, args)`, times `sign`: drift (`sign=-1`) and diffusion (`+1`) in `tau = -t`."""
+
+    fn: Any
+    sign: float = eqx.field(static=True)
+
+    def __call__(self, tau, x, args):
+        out = self.fn(-tau, x, args)
+        return out if self.sign == 1 else jtu.tree_map(lambda v: -v, out)
+
+
+def _time_reversed(sde: SDE) -> SDE:
+    """The SDE in `tau = -t`, a forward Itô SDE: `dx = -f(-tau, x) dtau + g(-tau, x) dW`.
+
+    A reverse-time solve is this forward solve, so every diffrax solver (and the
+    Itô/Stratonovich correction) sees increasing time.
+    """
+    diffusion = None if sde.diffusion is None else _NegatedTime(sde.diffusion, 1.0)
+    return SDE(
+        _NegatedTime(sde.drift, -1.0),
+        diffusion,
+        noise=sde.noise,
+        noise_dim=sde.noise_dim,
+        additive=sde.additive,
+    )
+
+
+class _ReversedBrownianPath(dfx.AbstractBrownianPath):
+    """`W~(tau) = W(-tau)`: a Brownian path in `tau = -t` made from one in `t`.
+
+    Its increment over `[a, b]` is minus that of `W` over `[-b, -a]`; the space-time Lévy area
+    of a time-reversed path equals the original's.
+    """
+
+    path: dfx.AbstractBrownianPath
+
+    @property
+    def t0(self):
+        return -self.path.t1
+
+    @property
+    def t1(self):
+        return -self.path.t0
+
+    @property
+    def levy_area(self):
+        return self.path.levy_area
+
+    def evaluate(self, t0, t1=None, left=True, use_levy=False):
+        if t1 is None:
+            return jtu.tree_map(lambda v: v, self.path.evaluate(-t0, left=left))
+        out = self.path.evaluate(-t1, -t0, left=left, use_levy=use_levy)
+        neg = lambda tree: jtu.tree_map(lambda v: -v, tree)
+        if not use_levy:
+            return neg(out)
+        if isinstance(out, dfx.SpaceTimeLevyArea):
+            return dfx.SpaceTimeLevyArea(dt=out.dt, W=neg(out.W), H=out.H)
+        return dfx.BrownianIncrement(dt=out.dt, W=neg(out.W))
 
 
 def _is_traced(x) -> bool:
@@ -50,7 +107,8 @@ def _check_ts(ts) -> np.ndarray:
     if _is_traced(ts):
         raise ValueError(
             "ts must be concrete (not traced): the step grid is fixed when the solve is "
-            "compiled. Close over ts instead of passing it as a jit/vmap argument."
+            "compiled. Inside jit, build ts with numpy (np.array) or close over an array made "
+            "outside, instead of passing it as a jit/vmap argument."
         )
     try:
         ts_np = np.asarray(ts, dtype=np.float64)
@@ -87,7 +145,7 @@ def step_grid(ts: np.ndarray, dt: float) -> np.ndarray:
     """The step grid: each interval of `ts` cut into `ceil(|interval| / dt)` equal steps, so
     every time in `ts` is a grid point and no step is longer than `dt`."""
     pieces = [ts[:1]]
-    for a, b in zip(ts[:-1], ts[1:], strict=True):
+    for a, b in itertools.pairwise(ts):
         n = max(1, math.ceil(round(abs(b - a) / dt, 9)))
         piece = a + (b - a) * np.arange(1, n + 1) / n
         piece[-1] = b
@@ -105,7 +163,9 @@ def _check_state(sde: SDE, x0, t0, args):
         raise ValueError("x0 must contain at least one array")
     for leaf in leaves:
         if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
-            raise TypeError(f"x0 must hold floating-point arrays, got dtype {jnp.result_type(leaf)}")
+            raise TypeError(
+                f"x0 must hold floating-point arrays, got dtype {jnp.result_type(leaf)}"
+            )
     if sde.noise != "diagonal" and not sde.is_ode and len(leaves) != 1:
         raise TypeError(
             f"noise={sde.noise!r} takes a single-array state x0; use noise='diagonal' for pytrees"
@@ -127,8 +187,7 @@ def _check_state(sde: SDE, x0, t0, args):
         want, what = x_shapes, f"the shape of x0, {x_shapes}"
     if jtu.tree_structure(g_shape) != jtu.tree_structure(want) or g_shape != want:
         raise ValueError(
-            f"diffusion(t, x0, args) must return {what} for noise={sde.noise!r}, "
-            f"got {g_shape}"
+            f"diffusion(t, x0, args) must return {what} for noise={sde.noise!r}, got {g_shape}"
         )
 
 
@@ -183,6 +242,7 @@ def solve_sde(
     dt: float,
     solver: str | dfx.AbstractSolver = "euler_maruyama",
     args: Any = None,
+    adjoint: dfx.AbstractAdjoint | None = None,
 ):
     r"""Solve an Itô SDE with a fixed step and return the solution at every time in `ts`.
 
@@ -206,9 +266,16 @@ def solve_sde(
       — or any diffrax solver instance. Stratonovich solvers are given the
       Itô-to-Stratonovich corrected drift, so every solver converges to the Itô solution.
     - `args`: passed to drift and diffusion.
+    - `adjoint`: how to differentiate the solve. Default `diffrax.ForwardMode()`: a plain
+      loop, fastest to compile and run, supporting forward-mode autodiff; pass
+      `diffrax.RecursiveCheckpointAdjoint()` for reverse-mode gradients (`jax.grad`).
 
     **Returns:** the solution at `ts`, a pytree like `x0` with a leading axis of `len(ts)`.
     """
+    if adjoint is None:
+        adjoint = dfx.ForwardMode()
+    elif not isinstance(adjoint, dfx.AbstractAdjoint):
+        raise TypeError(f"adjoint must be a diffrax.AbstractAdjoint, got {type(adjoint).__name__}")
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be a jaxdiff.SDE, got {type(sde).__name__}")
     ts_np = _check_ts(ts)
@@ -218,8 +285,11 @@ def solve_sde(
     time_dtype = jnp.result_type(*jtu.tree_leaves(x0))
     _check_state(sde, x0, jnp.asarray(ts_np[0], time_dtype), args)
 
+    reverse = ts_np[-1] < ts_np[0]
     grid_np = step_grid(ts_np, dt)
-    ascending = np.sort(grid_np)
+    if reverse:
+        # Solve forward in tau = -t (see _time_reversed).
+        sde, grid_np, ts_np = _time_reversed(sde), -grid_np, -ts_np
     path = None
     if not sde.is_ode:
         if brownian is None and key is None:
@@ -229,16 +299,15 @@ def solve_sde(
         if brownian is not None and key is not None:
             raise ValueError("pass key= or brownian=, not both")
         if brownian is not None:
-            _check_brownian(brownian, sde, x0, ts_np, solver)
-            path = brownian
+            _check_brownian(brownian, sde, x0, -ts_np if reverse else ts_np, solver)
+            path = _ReversedBrownianPath(brownian) if reverse else brownian
         else:
             if not (isinstance(key, jax.Array) and _is_key(key)):
                 raise TypeError(f"key must be a JAX PRNG key, got {key!r}")
             levy = dfx.SpaceTimeLevyArea if needs_levy_area(solver) else dfx.BrownianIncrement
             path = GridBrownianPath(
-                jnp.asarray(ascending, time_dtype), key, sde.noise_shape(x0), levy
+                jnp.asarray(grid_np, time_dtype), key, sde.noise_shape(x0), levy
             )
-    sign = 1.0 if ts_np[-1] > ts_np[0] else -1.0
     correct = (not sde.is_ode) and is_stratonovich(solver) and not sde.additive
     return _solve(
         sde,
@@ -248,7 +317,8 @@ def solve_sde(
         path,
         solver,
         args,
-        sign if correct else 0.0,
+        correct,
+        adjoint,
     )
 
 
@@ -259,8 +329,8 @@ def _is_key(key) -> bool:
 
 
 @eqx.filter_jit
-def _solve(sde, x0, grid, ts, path, solver, args, correction_sign):
-    drift = _StratonovichDrift(sde, correction_sign) if correction_sign else sde.drift
+def _solve(sde, x0, grid, ts, path, solver, args, stratonovich, adjoint):
+    drift = _StratonovichDrift(sde) if stratonovich else sde.drift
     if sde.is_ode:
         terms = dfx.ODETerm(drift)
     else:
@@ -281,6 +351,7 @@ def _solve(sde, x0, grid, ts, path, solver, args, correction_sign):
         stepsize_controller=dfx.StepTo(ts=grid),
         saveat=saveat,
         max_steps=grid.shape[0] - 1,
+        adjoint=adjoint,
         throw=False,
     )
     return sol.ys

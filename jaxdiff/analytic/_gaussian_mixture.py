@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from typing import Any
@@ -20,22 +21,52 @@ _LOG_2PI = math.log(2.0 * math.pi)
 _WEIGHT_SUM_RTOL = 1e-5
 
 
+def _cast(a: ArrayLike, dtype: Any) -> jax.Array:
+    """``jnp.asarray(a, dtype)``, skipping the conversion when the dtype already matches."""
+    a = jnp.asarray(a)
+    return a if a.dtype == dtype and not a.weak_type else a.astype(dtype)
+
+
 def _is_concrete(a: Any) -> bool:
     """Whether `a` holds values that can be inspected on the host (not a jax tracer)."""
     return not isinstance(a, jax.core.Tracer)
 
 
 def _as_real_array(name: str, value: Any) -> jax.Array:
-    """Converts `value` to a jax array, rejecting complex and non-numeric input."""
-    try:
-        arr = jnp.asarray(value)
-    except TypeError as err:
-        raise TypeError(f"{name} must be a real array; got {type(value).__name__}") from err
+    """Converts `value` to an array (numpy unless it is a jax array), real and numeric."""
+    if isinstance(value, jax.Array):  # concrete or traced
+        arr = value
+    else:
+        try:
+            arr = np.asarray(value)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{name} must be a real array; got {type(value).__name__}") from err
     if jnp.issubdtype(arr.dtype, jnp.complexfloating):
         raise TypeError(f"{name} must be real; got dtype {arr.dtype}")
     if not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == jnp.bool_):
         raise TypeError(f"{name} must be a real array; got dtype {arr.dtype}")
     return arr
+
+
+def _check_values(means: np.ndarray, variances: np.ndarray, weights: np.ndarray, eps) -> None:
+    """Checks the values of concrete mixture parameters (shapes are already checked)."""
+    if not np.all(np.isfinite(means)):
+        raise ValueError("means must be finite")
+    if not np.all(variances > 0):
+        bad = variances[~(variances > 0)]
+        raise ValueError(
+            f"variances must be positive; got {bad.size} entries <= 0 or NaN (e.g. {bad.flat[0]})"
+        )
+    if not np.all(np.isfinite(variances)):
+        raise ValueError("variances must be finite")
+    w = weights.astype(np.float64)
+    if not np.all(np.isfinite(w)):
+        raise ValueError("weights must be finite")
+    if np.any(w < 0):
+        raise ValueError(f"weights must be non-negative; got minimum {w.min()}")
+    total = float(w.sum())
+    if abs(total - 1.0) > _WEIGHT_SUM_RTOL + w.size * float(eps):
+        raise ValueError(f"weights must sum to 1; got sum {total!r}")
 
 
 class GaussianMixture(eqx.Module):
@@ -66,7 +97,8 @@ class GaussianMixture(eqx.Module):
 
     The mixture is an `equinox.Module` whose arrays (``means``, ``variances``, ``weights``) are
     pytree leaves: pass it to a jitted function as an argument and another mixture of the same
-    shape and dtype reuses the compiled program.
+    shape and dtype reuses the compiled program. Results come in the promoted dtype of the
+    input and the mixture (float32 in, float32 out for a float32 mixture); sigma is cast to it.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -110,6 +142,11 @@ class GaussianMixture(eqx.Module):
         variances = _as_real_array("variances", variances)
         if weights is not None:
             weights = _as_real_array("weights", weights)
+        parts = [means, variances] if weights is None else [means, variances, weights]
+        # Concrete input is checked and prepared with numpy (no compilation); traced input
+        # (construction inside jit) takes the same steps with jnp, values unchecked.
+        concrete = all(_is_concrete(a) for a in parts)
+        xp = np if concrete else jnp
 
         if means.ndim != 2:
             raise ValueError(
@@ -120,7 +157,6 @@ class GaussianMixture(eqx.Module):
         if num_components < 1 or dim < 1:
             raise ValueError(f"means must have K >= 1 components and d >= 1; got {means.shape}")
 
-        parts = [means, variances] if weights is None else [means, variances, weights]
         dtype = jnp.result_type(*parts)
         if not jnp.issubdtype(dtype, jnp.floating):
             dtype = jnp.result_type(float)
@@ -140,45 +176,28 @@ class GaussianMixture(eqx.Module):
         if variances.ndim > 2:
             raise ValueError(f"variances must be {expected}; got shape {variances.shape}")
         try:
-            variances = jnp.broadcast_to(variances, kd)
+            variances = xp.broadcast_to(variances, kd)
         except ValueError as err:
-            raise ValueError(
-                f"variances must be {expected}; got shape {variances.shape}"
-            ) from err
+            raise ValueError(f"variances must be {expected}; got shape {variances.shape}") from err
 
         if weights is None:
-            weights = jnp.full((num_components,), 1.0 / num_components, dtype)
+            weights = xp.full((num_components,), 1.0 / num_components)
         elif weights.shape != (num_components,):
             raise ValueError(
                 f"weights must have shape (K,) = ({num_components},) to match means; "
                 f"got shape {weights.shape}"
             )
 
-        means = means.astype(dtype)
-        variances = variances.astype(dtype)
-        weights = weights.astype(dtype)
+        if concrete:
+            means, variances, weights = (np.asarray(a) for a in (means, variances, weights))
+            _check_values(means, variances, weights, jnp.finfo(dtype).eps)
+            weights = weights / weights.sum(dtype=np.float64)
+        else:
+            weights = weights / jnp.sum(weights)
 
-        if _is_concrete(means) and not np.all(np.isfinite(np.asarray(means))):
-            raise ValueError("means must be finite")
-        if _is_concrete(variances):
-            v = np.asarray(variances)
-            if not np.all(v > 0):
-                bad = v[~(v > 0)]
-                raise ValueError(f"variances must be positive; got {bad.size} entries <= 0 "
-                                 f"or NaN (e.g. {bad.flat[0]})")
-            if not np.all(np.isfinite(v)):
-                raise ValueError("variances must be finite")
-        if _is_concrete(weights):
-            w = np.asarray(weights, dtype=np.float64)
-            if not np.all(np.isfinite(w)):
-                raise ValueError("weights must be finite")
-            if np.any(w < 0):
-                raise ValueError(f"weights must be non-negative; got minimum {w.min()}")
-            total = float(w.sum())
-            tol = _WEIGHT_SUM_RTOL + num_components * float(jnp.finfo(dtype).eps)
-            if abs(total - 1.0) > tol:
-                raise ValueError(f"weights must sum to 1; got sum {total!r}")
-        weights = weights / jnp.sum(weights)
+        means = jnp.asarray(means, dtype)
+        variances = jnp.asarray(variances, dtype)
+        weights = jnp.asarray(weights, dtype)
 
         self.means = means
         self.variances = variances
@@ -203,26 +222,21 @@ class GaussianMixture(eqx.Module):
 
     # ------------------------------------------------------------------ internals
 
-    def _prepare(self, x: ArrayLike, sigma: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    def _check_x(self, x: ArrayLike) -> jax.Array:
+        """Checks x's shape and casts it to the compute dtype (x's and the mixture's)."""
         x = jnp.asarray(x)
         if x.ndim < 1 or x.shape[-1] != self.dim:
             raise ValueError(f"x must have shape (..., d) with d = {self.dim}; got {x.shape}")
-        dtype = jnp.result_type(x, self.means)
-        return x.astype(dtype), jnp.asarray(sigma).astype(dtype)
+        return _cast(x, jnp.result_type(x, self.means))
 
-    def _components(self, x: jax.Array, sigma: jax.Array):
-        """Per-component log terms at noise level sigma.
+    def _prepare(self, x: ArrayLike, sigma: ArrayLike) -> tuple[jax.Array, jax.Array]:
+        """Checked x and sigma, both in the compute dtype.
 
-        Returns (log_joint, diff, total_var): ``log_joint[..., k] = log w_k + log N(x; mu_k,
-        v_k + sigma^2)`` with shape (..., K), ``diff = x - mu_k`` with shape (..., K, d) and
-        ``total_var = v_k + sigma^2`` broadcastable to (..., K, d).
+        Casting here, before the jitted kernels, gives them the same argument types whether
+        sigma comes as a Python float, a numpy scalar or an array: one compilation, not three.
         """
-        total_var = self.variances + jnp.square(sigma)[..., None, None]
-        diff = x[..., None, :] - self.means
-        log_norm = jnp.sum(jnp.log(total_var), axis=-1) + self.dim * _LOG_2PI
-        maha = jnp.sum(jnp.square(diff) / total_var, axis=-1)
-        log_joint = self.log_weights - 0.5 * (maha + log_norm)
-        return log_joint, diff, total_var
+        x = self._check_x(x)
+        return x, _cast(sigma, x.dtype)
 
     # ------------------------------------------------------------------ densities
 
@@ -237,9 +251,7 @@ class GaussianMixture(eqx.Module):
         Returns:
             log p(x; sigma), shape ``broadcast(x.shape[:-1], sigma.shape)``.
         """
-        x, sigma = self._prepare(x, sigma)
-        log_joint, _, _ = self._components(x, sigma)
-        return logsumexp(log_joint, axis=-1)
+        return _log_prob(self, *self._prepare(x, sigma))
 
     def responsibilities(self, x: ArrayLike, sigma: ArrayLike = 0.0) -> jax.Array:
         """Posterior component probabilities r_k(x) at noise level sigma.
@@ -251,9 +263,7 @@ class GaussianMixture(eqx.Module):
         Returns:
             r, shape (..., K), non-negative and summing to 1 over the last axis.
         """
-        x, sigma = self._prepare(x, sigma)
-        log_joint, _, _ = self._components(x, sigma)
-        return jax.nn.softmax(log_joint, axis=-1)
+        return _responsibilities(self, *self._prepare(x, sigma))
 
     def score(self, x: ArrayLike, sigma: ArrayLike) -> jax.Array:
         """Score of the noisy distribution, in closed form.
@@ -268,10 +278,7 @@ class GaussianMixture(eqx.Module):
         Returns:
             The score, shape (..., d) (batch dims broadcast with sigma's shape).
         """
-        x, sigma = self._prepare(x, sigma)
-        log_joint, diff, total_var = self._components(x, sigma)
-        resp = jax.nn.softmax(log_joint, axis=-1)
-        return -jnp.sum(resp[..., None] * (diff / total_var), axis=-2)
+        return _score(self, *self._prepare(x, sigma))
 
     def denoiser(self, x: ArrayLike, sigma: ArrayLike) -> jax.Array:
         """The ideal denoiser D(x; sigma) = E[x0 | x0 + sigma eps = x], in closed form.
@@ -286,11 +293,7 @@ class GaussianMixture(eqx.Module):
         Returns:
             The posterior mean of x0, shape (..., d) (batch dims broadcast with sigma's shape).
         """
-        x, sigma = self._prepare(x, sigma)
-        log_joint, diff, total_var = self._components(x, sigma)
-        resp = jax.nn.softmax(log_joint, axis=-1)
-        posterior_means = self.means + (self.variances / total_var) * diff
-        return jnp.sum(resp[..., None] * posterior_means, axis=-2)
+        return _denoiser(self, *self._prepare(x, sigma))
 
     def cdf_projected(self, u: ArrayLike, z: ArrayLike, sigma: ArrayLike = 0.0) -> jax.Array:
         """Exact CDF of the projection ``u . x`` for x ~ p(.; sigma).
@@ -310,15 +313,8 @@ class GaussianMixture(eqx.Module):
         u = jnp.asarray(u)
         if u.shape != (self.dim,):
             raise ValueError(f"u must have shape (d,) = ({self.dim},); got {u.shape}")
-        z = jnp.asarray(z)
         dtype = jnp.result_type(u, z, self.means)
-        u, z = u.astype(dtype), z.astype(dtype)
-        sigma = jnp.asarray(sigma).astype(dtype)
-        u2 = jnp.square(u)
-        proj_mean = self.means @ u  # (K,)
-        proj_var = self.variances @ u2 + jnp.square(sigma)[..., None] * jnp.sum(u2)  # (..., K)
-        standardized = (z[..., None] - proj_mean) / jnp.sqrt(proj_var)
-        return jnp.sum(self.weights * ndtr(standardized), axis=-1)
+        return _cdf_projected(self, _cast(u, dtype), _cast(z, dtype), _cast(sigma, dtype))
 
     # ------------------------------------------------------------------ moments
 
@@ -328,7 +324,7 @@ class GaussianMixture(eqx.Module):
         Returns:
             ``sum_k w_k mu_k``, shape (d,). Noise does not change it.
         """
-        return self.weights @ self.means
+        return _mean(self)
 
     def covariance(self, sigma: ArrayLike = 0.0) -> jax.Array:
         """The exact covariance of p(.; sigma).
@@ -341,11 +337,7 @@ class GaussianMixture(eqx.Module):
         Returns:
             The covariance matrix, shape (d, d).
         """
-        centred = self.means - self.mean()
-        between = (centred * self.weights[:, None]).T @ centred
-        within = self.weights @ self.variances
-        sigma = jnp.asarray(sigma).astype(self.means.dtype)
-        return between + jnp.diag(within + jnp.square(sigma))
+        return _covariance(self, _cast(sigma, self.means.dtype))
 
     # ------------------------------------------------------------------ sampling
 
@@ -356,13 +348,7 @@ class GaussianMixture(eqx.Module):
             raise TypeError(f"n must be an int; got {type(n).__name__}") from err
         if n < 0:
             raise ValueError(f"n must be non-negative; got {n}")
-        dtype = self.means.dtype
-        sigma = jnp.asarray(sigma).astype(dtype)
-        component_key, noise_key = jax.random.split(key)
-        components = jax.random.categorical(component_key, self.log_weights, shape=(n,))
-        eps = jax.random.normal(noise_key, (n, self.dim), dtype)
-        std = jnp.sqrt(self.variances[components] + jnp.square(sigma)[..., None])
-        return self.means[components] + std * eps
+        return _sample(self, key, _cast(sigma, self.means.dtype), n)
 
     def sample(self, key: jax.Array, n: int) -> jax.Array:
         """Draws exact samples of the data distribution (sigma = 0).
@@ -423,8 +409,8 @@ class GaussianMixture(eqx.Module):
             log p_t(x), shape (...,).
         """
         _check_process(process)
-        x, _ = self._prepare(x, 0.0)
-        s = jnp.asarray(process.scale(t)).astype(x.dtype)
+        x = self._check_x(x)
+        s = jnp.asarray(process.scale(t)).astype(jnp.result_type(x, self.means))
         return self.log_prob(x / s[..., None], process.sigma(t)) - self.dim * jnp.log(s)
 
 
@@ -461,7 +447,88 @@ class ProcessScore(eqx.Module):
         Returns:
             grad_x log p_t(x), shape (..., d).
         """
-        x, _ = self.mixture._prepare(x, 0.0)
-        s = jnp.asarray(self.process.scale(t)).astype(x.dtype)[..., None]
+        x = self.mixture._check_x(x)
+        s = jnp.asarray(self.process.scale(t)).astype(jnp.result_type(x, self.mixture.means))
+        s = s[..., None]
         return self.mixture.score(x / s, self.process.sigma(t)) / s
 
+
+# ---------------------------------------------------------------------- compiled kernels
+# Each public method checks its input in Python and casts it to the compute dtype, then runs
+# one of these jitted functions: called eagerly that is one compiled program per shape instead
+# of one per primitive; inside a user's jit they are inlined.
+
+
+def _log_joint(gm: GaussianMixture, x: jax.Array, sigma: jax.Array):
+    """Per-component log terms at noise level sigma (x and sigma already in one dtype).
+
+    Returns (log_joint, diff, total_var): ``log_joint[..., k] = log w_k + log N(x; mu_k,
+    v_k + sigma^2)`` with shape (..., K), ``diff = x - mu_k`` with shape (..., K, d) and
+    ``total_var = v_k + sigma^2`` broadcastable to (..., K, d).
+    """
+    total_var = gm.variances + jnp.square(sigma)[..., None, None]
+    diff = x[..., None, :] - gm.means
+    log_norm = jnp.sum(jnp.log(total_var), axis=-1) + gm.dim * _LOG_2PI
+    maha = jnp.sum(jnp.square(diff) / total_var, axis=-1)
+    log_joint = gm.log_weights - 0.5 * (maha + log_norm)
+    return log_joint, diff, total_var
+
+
+@jax.jit
+def _log_prob(gm: GaussianMixture, x: jax.Array, sigma: jax.Array) -> jax.Array:
+    log_joint, _, _ = _log_joint(gm, x, sigma)
+    return logsumexp(log_joint, axis=-1)
+
+
+@jax.jit
+def _responsibilities(gm: GaussianMixture, x: jax.Array, sigma: jax.Array) -> jax.Array:
+    log_joint, _, _ = _log_joint(gm, x, sigma)
+    return jax.nn.softmax(log_joint, axis=-1)
+
+
+@jax.jit
+def _score(gm: GaussianMixture, x: jax.Array, sigma: jax.Array) -> jax.Array:
+    log_joint, diff, total_var = _log_joint(gm, x, sigma)
+    resp = jax.nn.softmax(log_joint, axis=-1)
+    return -jnp.sum(resp[..., None] * (diff / total_var), axis=-2)
+
+
+@jax.jit
+def _denoiser(gm: GaussianMixture, x: jax.Array, sigma: jax.Array) -> jax.Array:
+    log_joint, diff, total_var = _log_joint(gm, x, sigma)
+    resp = jax.nn.softmax(log_joint, axis=-1)
+    # mu_k + v_k / (v_k + sigma^2) (x - mu_k): accurate for large sigma, exactly x at sigma = 0.
+    posterior_means = gm.means + (gm.variances / total_var) * diff
+    return jnp.sum(resp[..., None] * posterior_means, axis=-2)
+
+
+@jax.jit
+def _cdf_projected(gm: GaussianMixture, u: jax.Array, z: jax.Array, sigma: jax.Array):
+    u2 = jnp.square(u)
+    proj_mean = gm.means @ u  # (K,)
+    proj_var = gm.variances @ u2 + jnp.square(sigma)[..., None] * jnp.sum(u2)  # (..., K)
+    standardized = (z[..., None] - proj_mean) / jnp.sqrt(proj_var)
+    return jnp.sum(gm.weights * ndtr(standardized), axis=-1)
+
+
+@jax.jit
+def _mean(gm: GaussianMixture) -> jax.Array:
+    return gm.weights @ gm.means
+
+
+@jax.jit
+def _covariance(gm: GaussianMixture, sigma: jax.Array) -> jax.Array:
+    centred = gm.means - gm.weights @ gm.means
+    between = (centred * gm.weights[:, None]).T @ centred
+    within = gm.weights @ gm.variances
+    return between + jnp.diag(within + jnp.square(sigma))
+
+
+@functools.partial(jax.jit, static_argnames="n")
+def _sample(gm: GaussianMixture, key: jax.Array, sigma: jax.Array, n: int) -> jax.Array:
+    component_key, noise_key = jax.random.split(key)
+    # Inverse-CDF draw (one uniform per sample; never picks a zero-weight component).
+    components = jax.random.choice(component_key, gm.num_components, (n,), p=gm.weights)
+    eps = jax.random.normal(noise_key, (n, gm.dim), gm.means.dtype)
+    std = jnp.sqrt(gm.variances[components] + jnp.square(sigma)[..., None])
+    return gm.means[components] + std * eps

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import ndtr
 
 from ._gaussian_mixture import GaussianMixture
 
@@ -55,9 +58,9 @@ def ring(
     num_modes = _positive_int("num_modes", num_modes)
     std = _positive("std", std)
     dtype = _dtype(dtype)
-    angles = 2.0 * jnp.pi * jnp.arange(num_modes, dtype=dtype) / num_modes
-    means = radius * jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=-1)
-    return GaussianMixture(means.astype(dtype), jnp.asarray(std**2, dtype))
+    angles = 2.0 * np.pi * np.arange(num_modes) / num_modes
+    means = radius * np.stack([np.cos(angles), np.sin(angles)], axis=-1)
+    return GaussianMixture(jnp.asarray(means, dtype), jnp.asarray(std**2, dtype))
 
 
 def grid(
@@ -77,10 +80,10 @@ def grid(
     side = _positive_int("side", side)
     std = _positive("std", std)
     dtype = _dtype(dtype)
-    coords = (jnp.arange(side, dtype=dtype) - (side - 1) / 2) * spacing
-    gx, gy = jnp.meshgrid(coords, coords, indexing="ij")
-    means = jnp.stack([gx.ravel(), gy.ravel()], axis=-1)
-    return GaussianMixture(means.astype(dtype), jnp.asarray(std**2, dtype))
+    coords = (np.arange(side) - (side - 1) / 2) * spacing
+    gx, gy = np.meshgrid(coords, coords, indexing="ij")
+    means = np.stack([gx.ravel(), gy.ravel()], axis=-1)
+    return GaussianMixture(jnp.asarray(means, dtype), jnp.asarray(std**2, dtype))
 
 
 def random_mixture(
@@ -101,8 +104,8 @@ def random_mixture(
     sigma ~ scale. Per-dimension stds are uniform in [min_std, max_std]; weights are
     proportional to uniform draws in [1, 3] (max/min weight ratio at most 3).
 
-    The random draws are made in float32 and then cast, so the same seed gives the same
-    mixture (to float32 precision) in every dtype.
+    The random draws are made in float32 (with x64 off) and then cast, so a seed gives the same
+    mixture, to float32 precision, in every dtype and whether or not x64 is enabled.
 
     Arguments:
         dim: dimension d.
@@ -123,13 +126,13 @@ def random_mixture(
     if max_std < min_std:
         raise ValueError(f"max_std must be >= min_std; got {max_std} < {min_std}")
     dtype = _dtype(dtype)
-    k_means, k_std, k_weights = jax.random.split(jax.random.key(seed), 3)
-    means = jax.random.normal(k_means, (num_components, dim)) * (scale / math.sqrt(dim))
-    stds = jax.random.uniform(k_std, (num_components, dim), minval=min_std, maxval=max_std)
-    weights = jax.random.uniform(k_weights, (num_components,), minval=1.0, maxval=3.0)
-    weights = weights / jnp.sum(weights)
+    normal, uniform = _draws(seed, (num_components, 2 * dim + 1))
+    means = normal[:, :dim] * (scale / math.sqrt(dim))
+    stds = min_std + (max_std - min_std) * uniform[:, dim : 2 * dim]
+    weights = 1.0 + 2.0 * uniform[:, -1]  # in [1, 3]
+    weights = weights / weights.sum()
     return GaussianMixture(
-        means.astype(dtype), jnp.square(stds).astype(dtype), weights.astype(dtype)
+        jnp.asarray(means, dtype), jnp.asarray(stds**2, dtype), jnp.asarray(weights, dtype)
     )
 
 
@@ -167,12 +170,26 @@ def ill_conditioned(
     if not (condition >= 1 and math.isfinite(condition)):
         raise ValueError(f"condition must be a finite number >= 1; got {condition}")
     dtype = _dtype(dtype)
-    k_means, k_perm = jax.random.split(jax.random.key(seed))
-    means = jax.random.normal(k_means, (num_components, dim)) * (scale / math.sqrt(dim))
-    if dim == 1:
-        spectrum = jnp.ones((1,))
-    else:
-        spectrum = jnp.logspace(-math.log10(condition), 0.0, dim)
-    perm_keys = jax.random.split(k_perm, num_components)
-    variances = jax.vmap(lambda k: jax.random.permutation(k, spectrum))(perm_keys)
-    return GaussianMixture(means.astype(dtype), variances.astype(dtype))
+    normal, _ = _draws(seed, (num_components, 2 * dim))
+    means = normal[:, :dim] * (scale / math.sqrt(dim))
+    order = np.argsort(normal[:, dim:], axis=-1)  # a random permutation per component
+    spectrum = np.geomspace(1.0 / condition, 1.0, dim) if dim > 1 else np.ones(1)
+    variances = spectrum[order]  # each component: the spectrum in its own random order
+    return GaussianMixture(jnp.asarray(means, dtype), jnp.asarray(variances, dtype))
+
+
+def _draws(seed: int, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Standard normal draws from ``jax.random.key(seed)`` and their normal CDFs (uniforms).
+
+    Drawn in float32 with 64-bit mode off, so a seed gives the same numbers whatever the dtype
+    asked for and whether or not x64 is enabled; returned as float64 numpy arrays.
+    """
+    with jax.enable_x64(False):
+        normal, uniform = _normal_and_uniform(jax.random.key(seed), shape)
+        return np.asarray(normal, np.float64), np.asarray(uniform, np.float64)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _normal_and_uniform(key: jax.Array, shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+    normal = jax.random.normal(key, shape, jnp.float32)
+    return normal, ndtr(normal)
