@@ -157,6 +157,10 @@ def _shape_of(tree):
     return jtu.tree_map(lambda s: tuple(s.shape), tree)
 
 
+def _abstract_outputs(sde: SDE, t0, x0, args):
+    return sde.drift(t0, x0, args), (None if sde.is_ode else sde.diffusion(t0, x0, args))
+
+
 def _check_state(sde: SDE, x0, t0, args):
     leaves = jtu.tree_leaves(x0)
     if not leaves:
@@ -170,8 +174,10 @@ def _check_state(sde: SDE, x0, t0, args):
         raise TypeError(
             f"noise={sde.noise!r} takes a single-array state x0; use noise='diagonal' for pytrees"
         )
-    x_shapes = _shape_of(jax.eval_shape(lambda x: x, x0))
-    f_shape = _shape_of(jax.eval_shape(sde.drift, t0, x0, args))
+    x_shapes = jtu.tree_map(jnp.shape, x0)
+    # one abstract trace of drift and diffusion together (no compilation, no FLOPs)
+    f_out, g_out = eqx.filter_eval_shape(_abstract_outputs, sde, t0, x0, args)
+    f_shape = _shape_of(f_out)
     if jtu.tree_structure(f_shape) != jtu.tree_structure(x_shapes) or f_shape != x_shapes:
         raise ValueError(
             f"drift(t, x0, args) must return the shape of x0: x0 has shape {x_shapes}, "
@@ -179,7 +185,7 @@ def _check_state(sde: SDE, x0, t0, args):
         )
     if sde.is_ode:
         return
-    g_shape = _shape_of(jax.eval_shape(sde.diffusion, t0, x0, args))
+    g_shape = _shape_of(g_out)
     if sde.noise == "general":
         want = jtu.tree_map(lambda s: (*s, sde.noise_dim), x_shapes, is_leaf=_is_shape)
         what = f"x0.shape + (noise_dim,) = {want}"
@@ -280,7 +286,8 @@ def solve_sde(
         raise TypeError(f"sde must be a jaxdiff.SDE, got {type(sde).__name__}")
     ts_np = _check_ts(ts)
     dt = _check_dt(dt)
-    x0 = jtu.tree_map(jnp.asarray, x0)
+    # strong dtypes: a weakly typed x0 (e.g. jnp.full(n, 2.0)) would compile a second program
+    x0 = jtu.tree_map(lambda x: jnp.asarray(x, dtype=jnp.result_type(x)), x0)
     solver = resolve_solver(solver, sde)
     time_dtype = jnp.result_type(*jtu.tree_leaves(x0))
     _check_state(sde, x0, jnp.asarray(ts_np[0], time_dtype), args)
