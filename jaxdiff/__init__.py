@@ -6,6 +6,7 @@ The public surface; everything is implemented in private modules.
 import importlib.metadata
 
 from . import analytic as analytic
+from . import samplers as samplers
 from ._processes import (
     EDM as EDM,
 )
@@ -42,5 +43,6 @@ from ._sde import (
 from ._sde import (
     solve_sde as solve_sde,
 )
+from .samplers._core import sample as sample
 
 __version__ = importlib.metadata.version("jaxdiff")

@@ -1,7 +1,10 @@
 """Shared fixtures: float32 by default; `dtype` runs a test in float32 and in float64."""
 
+import os
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 
@@ -20,3 +23,24 @@ def x64():
     """Enable float64 for one test."""
     with jax.enable_x64(True):
         yield
+
+
+@pytest.fixture(scope="session")
+def kdiffusion():
+    """k-diffusion's sampling module (the peer). Skipped when not installed, except in CI,
+    where the README's test command installs it and its absence is an error."""
+    from kdiffusion_peer import load
+
+    try:
+        return load()
+    except ImportError as e:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"k-diffusion peer not installed: {e}")
+
+
+def karras_np(n, sigma_min=0.002, sigma_max=80.0, rho=7.0):
+    """Karras et al. (2022) grid in numpy float64, n + 1 entries ending at 0."""
+    ramp = np.linspace(0, 1, n)
+    inv = sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))
+    return np.append(inv**rho, 0.0)

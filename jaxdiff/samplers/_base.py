@@ -1,0 +1,65 @@
+"""The sampler interface: a small immutable object with `init`/`step`, run by one `lax.scan`."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+
+class AbstractSampler(eqx.Module):
+    """A fixed-grid sampler in sigma-space (k-diffusion/EDM convention).
+
+    The core (`jaxdiff.sample`) runs `step` for every interval `[sigmas[i], sigmas[i+1]]` of a
+    decreasing grid that ends at 0: steps `0 .. n-2` inside one `lax.scan`, the last step
+    (to sigma = 0) after it with `final=True`, so samplers branch on the last step in Python
+    rather than computing both sides of a `jnp.where`.
+
+    A concrete sampler implements:
+
+    - `nfe(num_steps)`: denoiser evaluations for a grid of `num_steps + 1` sigmas;
+    - `init(x, sigmas)`: the carry (e.g. a history of denoised values; `None` if stateless);
+    - `step(denoise, x, carry, i, sigmas, key, *, final)`: one step from `sigmas[i]` to
+      `sigmas[i + 1]`, returning `(x_next, carry_next, denoised)` where `denoised` is the
+      denoiser output at `(x, sigmas[i])` (for callbacks and trajectories).
+
+    `stochastic` says whether `step` uses its `key` (then `jaxdiff.sample` requires one).
+    Options are fields: samplers are pytrees whose configuration is static.
+    """
+
+    stochastic: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def nfe(self, num_steps: int) -> int:
+        """Denoiser evaluations for `num_steps` steps (a grid of `num_steps + 1` sigmas)."""
+
+    def init(self, x: jax.Array, sigmas: jax.Array) -> Any:
+        """The initial carry; stateless samplers keep the default `None`."""
+        del x, sigmas
+        return None
+
+    @abc.abstractmethod
+    def step(self, denoise, x, carry, i, sigmas, key, *, final: bool):
+        """One step from `sigmas[i]` to `sigmas[i + 1]` (which is 0 when `final`)."""
+
+
+def to_d(x, sigma, denoised):
+    """The probability-flow ODE's slope in sigma-space, `dx/dsigma = (x - D(x; sigma)) / sigma`."""
+    return (x - denoised) / sigma
+
+
+def ancestral_step(sigma_from, sigma_to, eta=1.0):
+    """`(sigma_down, sigma_up)` of an ancestral step from `sigma_from` to `sigma_to`: a
+    deterministic step to `sigma_down` followed by fresh noise of std `sigma_up`, with
+    `sigma_down^2 + sigma_up^2 = sigma_to^2` (Ho et al. 2020; k-diffusion's
+    `get_ancestral_step`). `eta = 0` is deterministic, `eta = 1` is DDPM-like."""
+    sigma_up = jnp.minimum(
+        sigma_to,
+        eta
+        * jnp.sqrt(jnp.maximum(sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2, 0.0)),
+    )
+    sigma_down = jnp.sqrt(jnp.maximum(sigma_to**2 - sigma_up**2, 0.0))
+    return sigma_down, sigma_up
