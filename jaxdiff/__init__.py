@@ -5,7 +5,17 @@ The public surface; everything is implemented in private modules.
 
 import importlib.metadata
 
-from . import analytic as analytic, parametrizations as parametrizations, samplers as samplers
+from . import (
+    analytic as analytic,
+    parametrizations as parametrizations,
+    samplers as samplers,
+    schedules as schedules,
+)
+from ._generic import (
+    GenericResult as GenericResult,
+    sample_ode as sample_ode,
+    sample_sde as sample_sde,
+)
 from ._processes import (
     EDM as EDM,
     VE as VE,

@@ -68,7 +68,7 @@ class X0Denoiser(_Wrapped):
 
 
 class VDenoiser(_Wrapped):
-    """`D = (alpha x_t - sigma_t v) / (alpha^2 + sigma_t^2)` with `alpha = s`, `sigma_t = s sigma`."""
+    """`D = (alpha x_t - sigma_t v) / (alpha^2 + sigma_t^2)`, `alpha = s`, `sigma_t = s sigma`."""
 
     def __call__(self, y, sigma):
         x_t, t, s = self._inputs(y, sigma)

@@ -265,3 +265,15 @@ def test_bad_process_calls():
         jd.score_from_denoiser(None, vp)
     with pytest.raises(TypeError, match="process must be a jaxdiff process"):
         jd.denoiser_from_score(lambda x, t: x, "vp")
+
+
+def test_score_shape_is_checked():
+    vp = jd.VP()
+    x = jnp.ones((4, 2))
+    ts = np.array([vp.t_max, vp.t_min])
+    with pytest.raises(ValueError, match="score.*must return an array shaped like x"):
+        jd.solve_sde(vp.reverse(lambda x, t: x[:, :1]), x, ts, key=jr.key(0), dt=0.1)
+    with pytest.raises(ValueError, match="with x first"):
+        jd.solve_sde(vp.probability_flow(lambda t, x: -x), x, ts, dt=0.1)
+    with pytest.raises(ValueError, match="must be finite"):
+        jd.VP(beta_max=float("inf"))

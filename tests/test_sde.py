@@ -260,7 +260,7 @@ OU = jd.SDE(lambda t, x, a: -x, lambda t, x, a: jnp.ones_like(x))
         (dict(solver=3), TypeError, "solver must be"),
         (dict(key=None), ValueError, "needs key= .* or brownian="),
         (dict(brownian=jd.brownian_tree(jr.key(0), 0.0, 1.0, (3,))), ValueError, "pass key= or"),
-        (dict(key=1234), TypeError, "key must be a JAX PRNG key"),
+        (dict(key=1234), TypeError, "key must be a single JAX PRNG key"),
         (dict(solver="shark"), ValueError, "needs additive noise"),
     ],
 )
@@ -337,3 +337,84 @@ def test_discrete_brownian_path_statistics(x64):
     assert jnp.allclose(parts, inc.W)
     with pytest.raises(ValueError, match="num_steps must be a positive int"):
         jd.DiscreteBrownianPath(jr.key(0), 0.0, 1.0, 0, (2,))
+
+
+@pytest.mark.parametrize(
+    ("solver", "order"), [("euler_maruyama", 0.5), ("milstein", 1.0), ("heun", 1.0)]
+)
+def test_strong_order_reverse_time_on_a_shared_path(x64, solver, order):
+    # Reverse time with a given Brownian path: solved from t = 1 down to 0 with x(1) = 1, the
+    # SDE dx = mu x dt + sig x dW has, in tau = 1 - t, the exact solution
+    # x(0) = exp((-mu - sig^2/2) + sig (W(0) - W(1))) on the path W.
+    n = 400
+    sde = gbm()
+    x1 = jnp.ones(n)
+    bm = jd.DiscreteBrownianPath(jr.key(6), 0.0, 1.0, 2**6, sde.noise_shape(x1))
+    exact = jnp.exp(-MU - 0.5 * SIG**2 + SIG * (bm.evaluate(0.0) - bm.evaluate(1.0)))
+    dts = [2.0**-k for k in range(3, 7)]
+    errs = [
+        float(
+            jnp.mean(
+                jnp.abs(
+                    jd.solve_sde(sde, x1, jnp.array([1.0, 0.0]), brownian=bm, dt=dt, solver=solver)[
+                        -1
+                    ]
+                    - exact
+                )
+            )
+        )
+        for dt in dts
+    ]
+    # (Euler–Maruyama's fitted slope sits near 0.65 pre-asymptotically on these few levels,
+    # forward as well; a wrong sign in the path reversal stops convergence altogether.)
+    assert fitted_order(dts, errs) == pytest.approx(order, abs=0.25 if order == 0.5 else 0.15)
+
+
+def test_reverse_time_levy_area_keeps_shark_order(x64):
+    # Additive noise in reverse time: ShARK keeps order >= 1.5 only if the reversed path's
+    # space-time Levy area has the right sign (it equals the forward one).
+    sde = jd.SDE(lambda t, x, a: -jnp.sin(x), lambda t, x, a: 0.5 * jnp.ones_like(x), additive=True)
+    x1 = jnp.ones(200)
+    bm = jd.DiscreteBrownianPath(jr.key(7), 0.0, 1.0, 2**9, sde.noise_shape(x1))
+    ts = jnp.array([1.0, 0.0])
+    ref = jd.solve_sde(sde, x1, ts, brownian=bm, dt=2**-9, solver="shark")[-1]
+    dts = [2.0**-k for k in range(2, 6)]
+    errs = [
+        float(
+            jnp.mean(
+                jnp.abs(jd.solve_sde(sde, x1, ts, brownian=bm, dt=dt, solver="shark")[-1] - ref)
+            )
+        )
+        for dt in dts
+    ]
+    assert fitted_order(dts, errs) > 1.35
+
+
+def test_single_step_levy_area_variance(x64):
+    n = 20000
+    bm = jd.DiscreteBrownianPath(jr.key(8), 0.0, 1.0, 8, (n,))
+    one = bm.evaluate(0.25, 0.375, use_levy=True)  # exactly one grid step, h = 1/8
+    assert float(jnp.var(one.H)) == pytest.approx(0.125 / 12, rel=0.05)
+    assert float(jnp.var(one.W)) == pytest.approx(0.125, rel=0.05)
+
+
+def test_non_sde_solver_instance_is_refused():
+    with pytest.raises(TypeError, match="not an SDE solver"):
+        jd.solve_sde(
+            gbm(), jnp.ones(3), jnp.array([0.0, 1.0]), key=jr.key(0), dt=0.1, solver=dfx.Tsit5()
+        )
+    # for an ODE any diffrax solver is fine
+    ode = jd.SDE(lambda t, x, a: -x)
+    assert jd.solve_sde(
+        ode, jnp.ones(3), jnp.array([0.0, 1.0]), dt=0.1, solver=dfx.Tsit5()
+    ).shape == (2, 3)
+
+
+def test_more_bad_input():
+    with pytest.raises(TypeError, match="dt must be a positive number"):
+        jd.solve_sde(OU, jnp.ones(3), jnp.array([0.0, 1.0]), key=jr.key(0), dt="0.1")
+    with pytest.raises(TypeError, match="single JAX PRNG key"):
+        jd.solve_sde(OU, jnp.ones(3), jnp.array([0.0, 1.0]), key=jr.split(jr.key(0), 2), dt=0.1)
+    with pytest.raises(ValueError, match="too small for ts"):
+        jd.solve_sde(OU, jnp.ones(3), jnp.array([80.0, 79.99]), key=jr.key(0), dt=2e-6)
+    assert jd.DiscreteBrownianPath(jr.key(0), 0.0, 1.0, np.int64(4), (2,)).w.shape == (5, 2)

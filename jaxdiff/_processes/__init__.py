@@ -1,10 +1,6 @@
 from ._base import (
     AbstractProcess as AbstractProcess,
-)
-from ._base import (
     denoiser_from_score as denoiser_from_score,
-)
-from ._base import (
     score_from_denoiser as score_from_denoiser,
 )
 from .cosine import CosineVP as CosineVP

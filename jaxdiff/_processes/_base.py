@@ -88,14 +88,18 @@ class AbstractProcess(eqx.Module):
         r"""The reverse-time SDE `dx = [f x - g^2 score(x, t)] dt + g dW` (Anderson 1982), to
         be solved from `t_max` down to `t_min` (`jaxdiff.solve_sde` with decreasing `ts`).
 
-        `score(x, t) -> grad_x log p_t(x)` takes batched `x` and a scalar `t`.
+        `score(x, t) -> grad_x log p_t(x)` takes batched `x` and a scalar `t`. Pass a pytree
+        (an equinox Module, `jax.tree_util.Partial`, `gm.process_score(process)`) so that its
+        arrays are traced: a lambda built anew for every call recompiles every solve and bakes
+        the arrays it captures in as constants.
         """
         _check_callable("score", score)
         return SDE(_ReverseDrift(self, score, 1.0), _Diffusion(self), additive=True)
 
     def probability_flow(self, score: Callable) -> SDE:
         """The probability-flow ODE `dx = [f x - g^2 score(x, t) / 2] dt` (Song et al. 2021),
-        a `jaxdiff.SDE` with zero diffusion."""
+        a `jaxdiff.SDE` with zero diffusion. As for `reverse`, pass `score` as a pytree (not a
+        fresh lambda) to avoid recompiling."""
         _check_callable("score", score)
         return SDE(_ReverseDrift(self, score, 0.5), None)
 
@@ -183,7 +187,13 @@ class _ReverseDrift(eqx.Module):
     def __call__(self, t, x, args):
         f = self.process.drift_coef(t)
         g = self.process.diffusion_coef(t)
-        return f * x - (self.weight * g**2) * self.score(x, t)
+        score = self.score(x, t)
+        if jnp.shape(score) != jnp.shape(x):  # checked while tracing
+            raise ValueError(
+                f"score(x, t) must return an array shaped like x {jnp.shape(x)}, got "
+                f"{jnp.shape(score)} (is it score(x, t), with x first?)"
+            )
+        return f * x - (self.weight * g**2) * score
 
 
 class ScoreFromDenoiser(eqx.Module):

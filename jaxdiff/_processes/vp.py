@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
 from ._base import AbstractProcess, check_positive_increasing
 
@@ -36,6 +37,10 @@ class VP(AbstractProcess):
     t_max: float = 1.0
 
     def __check_init__(self):
+        if not (np.isfinite(float(self.beta_min)) and np.isfinite(float(self.beta_max))):
+            raise ValueError(
+                f"beta_min and beta_max must be finite, got {self.beta_min}, {self.beta_max}"
+            )
         if float(self.beta_min) < 0 or float(self.beta_max) <= 0:
             raise ValueError(
                 f"beta_min must be >= 0 and beta_max > 0, got {self.beta_min}, {self.beta_max}"

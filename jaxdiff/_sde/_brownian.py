@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 import diffrax as dfx
@@ -19,7 +20,9 @@ class GridBrownianPath(dfx.AbstractBrownianPath):
     The increment over the grid interval `[grid[k], grid[k+1]]` is drawn from `key` folded
     with the bits of `grid[k]`, so a step costs one normal draw of the state's size and nothing is
     stored: this is what a hand-written `lax.scan` does, as a diffrax path. It may only be
-    evaluated on its own grid intervals (as `diffrax.StepTo(ts=grid)` does); use
+    evaluated on its own grid intervals (as `diffrax.StepTo(ts=grid)` does). Two grids that
+    share a step start time share that step's draw, so solves with different `dt` are not
+    independent, nor are they one path; use
     `diffrax.VirtualBrownianTree` (see `jaxdiff.brownian_tree`) for a path that is
     consistent across step sizes.
 
@@ -147,7 +150,11 @@ class DiscreteBrownianPath(dfx.AbstractBrownianPath):
         *,
         levy_area: type = dfx.SpaceTimeLevyArea,
     ):
-        if not (isinstance(num_steps, int) and num_steps >= 1):
+        try:
+            num_steps = operator.index(num_steps)
+        except TypeError as e:
+            raise TypeError(f"num_steps must be a positive int, got {num_steps!r}") from e
+        if num_steps < 1:
             raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
         if not float(t1) > float(t0):
             raise ValueError(f"t1 must be > t0, got t0={t0!r}, t1={t1!r}")

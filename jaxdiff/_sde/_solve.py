@@ -19,7 +19,7 @@ from ._sde import SDE
 from ._solvers import is_stratonovich, needs_levy_area, resolve_solver
 
 
-class _DiagonalDiffusion(eqx.Module):
+class DiagonalDiffusion(eqx.Module):
     """Diagonal noise as diffrax 0.7 wants it: a `lineax.DiagonalLinearOperator`."""
 
     diffusion: Any
@@ -50,7 +50,7 @@ class _NegatedTime(eqx.Module):
         return out if self.sign == 1 else jtu.tree_map(lambda v: -v, out)
 
 
-def _time_reversed(sde: SDE) -> SDE:
+def time_reversed(sde: SDE) -> SDE:
     """The SDE in `tau = -t`, a forward Itô SDE: `dx = -f(-tau, x) dtau + g(-tau, x) dW`.
 
     A reverse-time solve is this forward solve, so every diffrax solver (and the
@@ -130,6 +130,8 @@ def _check_ts(ts) -> np.ndarray:
 def _check_dt(dt) -> float:
     if _is_traced(dt):
         raise ValueError("dt must be a concrete number (it fixes the number of steps)")
+    if isinstance(dt, str | bytes):
+        raise TypeError(f"dt must be a positive number, got {dt!r}")
     try:
         dt = float(dt)
     except (TypeError, ValueError) as e:
@@ -154,14 +156,14 @@ def step_grid(ts: np.ndarray, dt: float) -> np.ndarray:
 
 
 def _shape_of(tree):
-    return jtu.tree_map(lambda s: tuple(s.shape), tree)
+    return jtu.tree_map(lambda s: tuple(jnp.shape(s)), tree)
 
 
 def _abstract_outputs(sde: SDE, t0, x0, args):
     return sde.drift(t0, x0, args), (None if sde.is_ode else sde.diffusion(t0, x0, args))
 
 
-def _check_state(sde: SDE, x0, t0, args):
+def _check_leaves(sde: SDE, x0):
     leaves = jtu.tree_leaves(x0)
     if not leaves:
         raise ValueError("x0 must contain at least one array")
@@ -174,6 +176,11 @@ def _check_state(sde: SDE, x0, t0, args):
         raise TypeError(
             f"noise={sde.noise!r} takes a single-array state x0; use noise='diagonal' for pytrees"
         )
+
+
+def _check_state(sde: SDE, x0, t0, args):
+    """Shapes of drift and diffusion against x0; run while `_solve` is traced (once per
+    compilation), so the error still comes from the call but cached calls pay nothing."""
     x_shapes = jtu.tree_map(jnp.shape, x0)
     # one abstract trace of drift and diffusion together (no compilation, no FLOPs)
     f_out, g_out = eqx.filter_eval_shape(_abstract_outputs, sde, t0, x0, args)
@@ -289,14 +296,20 @@ def solve_sde(
     # strong dtypes: a weakly typed x0 (e.g. jnp.full(n, 2.0)) would compile a second program
     x0 = jtu.tree_map(lambda x: jnp.asarray(x, dtype=jnp.result_type(x)), x0)
     solver = resolve_solver(solver, sde)
-    time_dtype = jnp.result_type(*jtu.tree_leaves(x0))
-    _check_state(sde, x0, jnp.asarray(ts_np[0], time_dtype), args)
+    # time in at least float32 (a bfloat16 state must not get a bfloat16 step grid)
+    time_dtype = jnp.promote_types(jnp.result_type(*jtu.tree_leaves(x0)), jnp.float32)
+    _check_leaves(sde, x0)
 
     reverse = ts_np[-1] < ts_np[0]
     grid_np = step_grid(ts_np, dt)
+    if np.any(np.diff(np.asarray(grid_np, time_dtype)) == 0):
+        raise ValueError(
+            f"dt={dt} is too small for ts in {jnp.dtype(time_dtype).name}: steps collapse to "
+            "equal times; use a larger dt or a float64 state"
+        )
     if reverse:
-        # Solve forward in tau = -t (see _time_reversed).
-        sde, grid_np, ts_np = _time_reversed(sde), -grid_np, -ts_np
+        # Solve forward in tau = -t (see time_reversed).
+        sde, grid_np, ts_np = time_reversed(sde), -grid_np, -ts_np
     path = None
     if not sde.is_ode:
         if brownian is None and key is None:
@@ -310,7 +323,9 @@ def solve_sde(
             path = _ReversedBrownianPath(brownian) if reverse else brownian
         else:
             if not (isinstance(key, jax.Array) and _is_key(key)):
-                raise TypeError(f"key must be a JAX PRNG key, got {key!r}")
+                raise TypeError(
+                    f"key must be a single JAX PRNG key (vmap over keys for a batch), got {key!r}"
+                )
             levy = dfx.SpaceTimeLevyArea if needs_levy_area(solver) else dfx.BrownianIncrement
             path = GridBrownianPath(
                 jnp.asarray(grid_np, time_dtype), key, sde.noise_shape(x0), levy
@@ -331,17 +346,18 @@ def solve_sde(
 
 def _is_key(key) -> bool:
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return True
+        return key.shape == ()
     return key.dtype == jnp.uint32 and key.shape[-1:] == (2,)
 
 
 @eqx.filter_jit
 def _solve(sde, x0, grid, ts, path, solver, args, stratonovich, adjoint):
+    _check_state(sde, x0, grid[0], args)
     drift = _StratonovichDrift(sde) if stratonovich else sde.drift
     if sde.is_ode:
         terms = dfx.ODETerm(drift)
     else:
-        vf = _DiagonalDiffusion(sde.diffusion) if sde.noise == "diagonal" else sde.diffusion
+        vf = DiagonalDiffusion(sde.diffusion) if sde.noise == "diagonal" else sde.diffusion
         terms = dfx.MultiTerm(dfx.ODETerm(drift), dfx.ControlTerm(vf, path))
     if ts.shape[0] == 2:
         saveat = dfx.SaveAt(t0=True, t1=True)

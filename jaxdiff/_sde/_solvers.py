@@ -37,6 +37,14 @@ ODE_SOLVERS = {
 def resolve_solver(solver, sde) -> dfx.AbstractSolver:
     """A diffrax solver instance for `solver` (a name or an instance), checked against `sde`."""
     if isinstance(solver, dfx.AbstractSolver):
+        if not sde.is_ode and not isinstance(
+            solver, dfx.AbstractItoSolver | dfx.AbstractStratonovichSolver
+        ):
+            raise TypeError(
+                f"solver {type(solver).__name__} is not an SDE solver (neither an Itô nor a "
+                "Stratonovich diffrax solver), so it would not converge to the Itô solution; "
+                "use e.g. 'euler_maruyama', 'heun' or 'srk'"
+            )
         return solver
     if not isinstance(solver, str):
         raise TypeError(

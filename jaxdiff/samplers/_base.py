@@ -22,6 +22,7 @@ class AbstractSampler(eqx.Module):
 
     - `nfe(num_steps)`: denoiser evaluations for a grid of `num_steps + 1` sigmas;
     - `init(x, sigmas)`: the carry (e.g. a history of denoised values; `None` if stateless);
+      stochastic samplers that draw state once per call override `init_with_key` instead;
     - `step(denoise, x, carry, i, sigmas, key, *, final)`: one step from `sigmas[i]` to
       `sigmas[i + 1]`, returning `(x_next, carry_next, denoised)` where `denoised` is the
       denoiser output at `(x, sigmas[i])` (for callbacks and trajectories).
@@ -40,6 +41,13 @@ class AbstractSampler(eqx.Module):
         """The initial carry; stateless samplers keep the default `None`."""
         del x, sigmas
         return None
+
+    def init_with_key(self, x: jax.Array, sigmas: jax.Array, key: jax.Array) -> Any:
+        """The initial carry of a stochastic sampler, given the call's key (not a per-step
+        key): for state drawn once per call, e.g. a Brownian path shared by all steps.
+        Defaults to `init(x, sigmas)`; `jaxdiff.sample` calls it whenever it has a key."""
+        del key
+        return self.init(x, sigmas)
 
     @abc.abstractmethod
     def step(self, denoise, x, carry, i, sigmas, key, *, final: bool):

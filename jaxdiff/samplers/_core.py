@@ -171,7 +171,7 @@ def _sample(denoiser, x, sigmas, solver, key, return_trajectory, callback):
         x, carry = one(x, carry, i, False)
         return (x, carry), (x if return_trajectory else None)
 
-    carry = solver.init(x, sigmas)
+    carry = solver.init(x, sigmas) if key is None else solver.init_with_key(x, sigmas, key)
     (x_last, carry), xs = jax.lax.scan(body, (x, carry), jnp.arange(n - 1))
     x_final, _ = one(x_last, carry, n - 1, True)
     if not return_trajectory:

@@ -1,0 +1,214 @@
+"""The generic path: any diffrax solver on a process's probability-flow ODE or reverse SDE,
+fixed-step or adaptive, reporting the function evaluations used."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._processes import AbstractProcess
+from ._sde import solve_sde
+from ._sde._solve import DiagonalDiffusion, time_reversed
+from ._sde._solvers import ODE_SOLVERS, SDE_SOLVERS
+
+
+class GenericResult(NamedTuple):
+    """What `sample_ode`/`sample_sde` return."""
+
+    x: jax.Array  # samples at t_min, in process space (divide by scale(t_min) for data units)
+    nfe: jax.Array  # score evaluations used (per sample batch)
+    num_steps: jax.Array  # solver steps taken (accepted and rejected)
+
+
+def _stages(solver: dfx.AbstractSolver) -> tuple[int, int]:
+    """(vector-field evaluations per step, evaluations before the first step)."""
+    tableau = getattr(solver, "tableau", None)
+    if tableau is not None and hasattr(tableau, "b_sol"):
+        stages = len(tableau.b_sol)
+        return (stages - 1, 1) if tableau.fsal else (stages, 0)
+    if isinstance(solver, dfx.Euler):
+        return 1, 0
+    raise ValueError(f"cannot count evaluations of {type(solver).__name__}")
+
+
+def _check(score, process, x_T):
+    if not callable(score):
+        raise TypeError(f"score must be callable score(x, t), got {type(score).__name__}")
+    if not isinstance(process, AbstractProcess):
+        raise TypeError(f"process must be a jaxdiff process, got {type(process).__name__}")
+    x_T = jnp.asarray(x_T)
+    if not jnp.issubdtype(x_T.dtype, jnp.floating):
+        raise TypeError(f"x_T must be a floating-point array, got dtype {x_T.dtype}")
+    return x_T.astype(x_T.dtype)
+
+
+def _check_tolerances(steps, rtol, atol):
+    if steps is not None:
+        if not (isinstance(steps, int | np.integer) and steps >= 1):
+            raise ValueError(f"steps must be a positive int or None (adaptive), got {steps!r}")
+        return
+    for name, v in (("rtol", rtol), ("atol", atol)):
+        if not (isinstance(v, int | float) and v > 0):
+            raise ValueError(f"{name} must be a positive number for an adaptive solve, got {v!r}")
+
+
+def sample_ode(
+    score,
+    process: AbstractProcess,
+    x_T,
+    *,
+    solver: str | dfx.AbstractSolver = "tsit5",
+    steps: int | None = None,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    max_steps: int = 16384,
+) -> GenericResult:
+    r"""Solve the probability-flow ODE of `process` from `t_max` down to `t_min` with a diffrax
+    solver (Song et al. 2021, eq. 13): fixed `steps` (uniform in t) or, with `steps=None`,
+    adaptive steps under a PID controller with tolerances `rtol`, `atol`.
+
+    **Arguments:**
+
+    - `score`: `score(x, t) -> grad_x log p_t(x)` (batched `x`, scalar `t`), e.g.
+      `gm.process_score(process)` or `jaxdiff.score_from_denoiser(denoiser, process)`.
+    - `process`: a `jaxdiff` process; `x_T`: samples of its prior at `t_max`.
+    - `solver`: an ODE solver name (`"tsit5"`, `"dopri5"`, `"dopri8"`, `"heun"`, `"euler"`,
+      ...) or a diffrax solver instance (adaptive solves need an embedded error estimate).
+
+    **Returns:** `GenericResult(x, nfe, num_steps)`: the samples at `t_min` (process space),
+    the score evaluations used and the steps taken (rejected ones included).
+    """
+    x_T = _check(score, process, x_T)
+    _check_tolerances(steps, rtol, atol)
+    if isinstance(solver, str):
+        if solver not in ODE_SOLVERS:
+            raise ValueError(f"unknown solver {solver!r}; expected one of {sorted(ODE_SOLVERS)}")
+        solver = ODE_SOLVERS[solver]()
+    elif not isinstance(solver, dfx.AbstractSolver):
+        raise TypeError(f"solver must be a name or a diffrax solver, got {type(solver).__name__}")
+    per_step, initial = _stages(solver)
+    t0, t1 = float(process.t_max), float(process.t_min)
+    if steps is not None:
+        ode = process.probability_flow(score)
+        x = solve_sde(ode, x_T, np.array([t0, t1]), dt=(t0 - t1) / steps, solver=solver)[-1]
+        n = jnp.asarray(steps)
+        return GenericResult(x, n * per_step + initial, n)
+    return _adaptive_ode(
+        process.probability_flow(score),
+        x_T,
+        t0,
+        t1,
+        solver,
+        rtol,
+        atol,
+        max_steps,
+        per_step,
+        initial,
+    )
+
+
+@eqx.filter_jit
+def _adaptive_ode(ode, x_T, t0, t1, solver, rtol, atol, max_steps, per_step, initial):
+    sol = dfx.diffeqsolve(
+        dfx.ODETerm(ode.drift),
+        solver,
+        t0,
+        t1,
+        dt0=(t1 - t0) / 64,  # given, so no evaluations go into choosing it
+        y0=x_T,
+        stepsize_controller=dfx.PIDController(rtol=rtol, atol=atol),
+        saveat=dfx.SaveAt(t1=True),
+        max_steps=max_steps,
+        adjoint=dfx.ForwardMode(),
+    )
+    n = sol.stats["num_steps"]
+    return GenericResult(sol.ys[-1], n * per_step + initial, n)
+
+
+def sample_sde(
+    score,
+    process: AbstractProcess,
+    x_T,
+    *,
+    key: jax.Array,
+    solver: str | dfx.AbstractSolver = "euler_maruyama",
+    steps: int | None = 1000,
+    rtol: float = 1e-3,
+    atol: float = 1e-3,
+    tol: float | None = None,
+    max_steps: int = 16384,
+) -> GenericResult:
+    r"""Solve the reverse-time SDE of `process` (Anderson 1982; Song et al. 2021, eq. 6) from
+    `t_max` down to `t_min` with a diffrax solver: fixed `steps` (uniform in t, the fast grid
+    Brownian path of `jaxdiff.solve_sde`), or with `steps=None` adaptive steps under a PID
+    controller on a `diffrax.VirtualBrownianTree` of resolution `tol` (default
+    `(t_max - t_min) * 1e-4`); adaptive solves need a solver with an error estimate
+    (`"heun"`, `"spark"`, ...).
+
+    **Returns:** `GenericResult(x, nfe, num_steps)` as `sample_ode`.
+    """
+    x_T = _check(score, process, x_T)
+    _check_tolerances(steps, rtol, atol)
+    if isinstance(solver, str):
+        if solver not in SDE_SOLVERS:
+            raise ValueError(f"unknown solver {solver!r}; expected one of {sorted(SDE_SOLVERS)}")
+        solver_obj = SDE_SOLVERS[solver][0]()
+    elif isinstance(solver, dfx.AbstractSolver):
+        solver_obj = solver
+    else:
+        raise TypeError(f"solver must be a name or a diffrax solver, got {type(solver).__name__}")
+    per_step, initial = _sde_stages(solver_obj)
+    sde = process.reverse(score)
+    t0, t1 = float(process.t_max), float(process.t_min)
+    if steps is not None:
+        x = solve_sde(sde, x_T, np.array([t0, t1]), key=key, dt=(t0 - t1) / steps, solver=solver)[
+            -1
+        ]
+        n = jnp.asarray(steps)
+        return GenericResult(x, n * per_step + initial, n)
+    tol = (t0 - t1) * 1e-4 if tol is None else tol
+    return _adaptive_sde(
+        sde, x_T, key, t0, t1, solver_obj, rtol, atol, tol, max_steps, per_step, initial
+    )
+
+
+def _sde_stages(solver) -> tuple[int, int]:
+    if isinstance(solver, dfx.Euler | dfx.EulerHeun):
+        return (1, 0) if isinstance(solver, dfx.Euler) else (2, 0)
+    return _stages(solver)
+
+
+@eqx.filter_jit
+def _adaptive_sde(sde, x_T, key, t0, t1, solver, rtol, atol, tol, max_steps, per_step, initial):
+    # Solved forward in tau = -t, as jaxdiff.solve_sde does, so diffrax sees increasing time.
+    fwd = time_reversed(sde)
+    bm = dfx.VirtualBrownianTree(
+        -t0,
+        -t1,
+        tol=tol,
+        shape=jax.ShapeDtypeStruct(x_T.shape, x_T.dtype),
+        key=key,
+        levy_area=dfx.SpaceTimeLevyArea,
+    )
+    terms = dfx.MultiTerm(
+        dfx.ODETerm(fwd.drift), dfx.ControlTerm(DiagonalDiffusion(fwd.diffusion), bm)
+    )
+    sol = dfx.diffeqsolve(
+        terms,
+        solver,
+        -t0,
+        -t1,
+        dt0=(t0 - t1) / 64,
+        y0=x_T,
+        stepsize_controller=dfx.PIDController(rtol=rtol, atol=atol),
+        saveat=dfx.SaveAt(t1=True),
+        max_steps=max_steps,
+        adjoint=dfx.ForwardMode(),
+    )
+    n = sol.stats["num_steps"]
+    return GenericResult(sol.ys[-1], n * per_step + initial, n)
