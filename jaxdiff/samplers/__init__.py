@@ -1,6 +1,8 @@
 """Fixed-grid samplers in sigma-space, each a small `init`/`step` object run by `jaxdiff.sample`."""
 
 from ._base import AbstractSampler as AbstractSampler
+from .ddim import DDIM as DDIM
+from .ddpm import DDPM as DDPM
 from .deis import DEIS as DEIS
 from .dpm_2 import DPM2 as DPM2
 from .dpm_2_ancestral import DPM2Ancestral as DPM2Ancestral
