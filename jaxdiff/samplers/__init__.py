@@ -18,4 +18,5 @@ from .euler_ancestral import EulerAncestral as EulerAncestral
 from .heun import Heun as Heun
 from .ipndm import IPNDM as IPNDM
 from .lms import LMS as LMS
+from .predictor_corrector import PredictorCorrector as PredictorCorrector
 from .unipc import UniPC as UniPC

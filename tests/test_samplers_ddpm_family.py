@@ -1,4 +1,4 @@
-"""DDIM and DDPM in sigma-space against their discrete-time formulas."""
+"""DDIM, DDPM and the predictor–corrector sampler against their formulas and the mixture."""
 
 import jax.numpy as jnp
 import jax.random as jr
@@ -67,3 +67,21 @@ def test_bad_options():
         jd.samplers.DDIM(eta=-1.0)
     with pytest.raises(ValueError, match="variance must be one of"):
         jd.samplers.DDPM(variance="fixed")
+
+
+def test_predictor_corrector_reproduces_the_mixture():
+    gm = jd.analytic.ring()
+    n = 2000
+    x = 80 * jr.normal(jr.key(0), (n, 2))
+    sampler = jd.samplers.PredictorCorrector()
+    assert sampler.nfe(200) == 400
+    out = jd.sample(gm.denoiser, x, jnp.asarray(karras_np(200)), solver=sampler, key=jr.key(1))
+    ll = np.asarray(gm.log_prob(out, 0.0))
+    ref = np.asarray(gm.log_prob(gm.sample(jr.key(2), 20000)))
+    se = np.hypot(ll.std() / np.sqrt(n), ref.std() / np.sqrt(ref.size))
+    # measured: bias -0.15 / -0.08 / -0.03 nats at 50 / 100 / 200 steps (snr 0.16)
+    assert abs(ll.mean() - ref.mean()) < 4 * se + 0.05
+    with pytest.raises(ValueError, match="snr must be > 0"):
+        jd.samplers.PredictorCorrector(snr=0.0)
+    with pytest.raises(ValueError, match="corrector_steps"):
+        jd.samplers.PredictorCorrector(corrector_steps=-1)
