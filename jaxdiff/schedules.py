@@ -404,3 +404,6 @@ def _ays(n, sigma_min, sigma_max, rel):
     if n > 1:
         sigmas = sigmas.at[-1].set(sigma_min)
     return _append_zero(sigmas.at[0].set(sigma_max))
+
+
+# Not a schedule function itself (it tunes one), so not in __all__.
