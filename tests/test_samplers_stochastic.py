@@ -31,7 +31,6 @@ DISTRIBUTION_CASES = [
     (S.DPMppSDE(), 50, "sample_dpmpp_sde", {}),
     (S.DPMppSDE(noise="tree"), 50, None, {}),
     (S.DPMpp2MSDE(), 100, "sample_dpmpp_2m_sde", {}),
-    (S.DPMpp2MSDE(noise="tree"), 100, None, {}),
     (S.DPMpp3MSDE(), 100, "sample_dpmpp_3m_sde", {}),
     # EDM's ImageNet-64 setting, tuned for 256 steps; see its docstring for fewer steps
     (
@@ -48,43 +47,47 @@ BIAS_ALLOWANCE = 0.03
 _SAMPLES = {}
 
 
-def our_log_probs(case_index):
-    """Log-likelihoods of N samples of a case (computed once, shared by the two tests)."""
-    if case_index not in _SAMPLES:
-        sampler, n, _, _ = DISTRIBUTION_CASES[case_index]
+def our_log_probs(case_index, n):
+    """Log-likelihoods of N samples of a case on a Karras grid of n steps (cached)."""
+    if (case_index, n) not in _SAMPLES:
+        sampler = DISTRIBUTION_CASES[case_index][0]
         gm = jd.analytic.ring()
         x = 80.0 * jr.normal(jr.key(0), (N, 2), jnp.float64)
         out = jd.sample(gm.denoiser, x, karras_np(n), solver=sampler, key=jr.key(1))
-        _SAMPLES[case_index] = np.asarray(gm.log_prob(out))
-    return _SAMPLES[case_index]
+        _SAMPLES[case_index, n] = np.asarray(gm.log_prob(out))
+    return _SAMPLES[case_index, n]
 
 
 @pytest.mark.parametrize("case_index", range(len(DISTRIBUTION_CASES)), ids=DISTRIBUTION_IDS)
 def test_distribution_matches_mixture(case_index, x64):
     """Mean log-likelihood of the samples (exact denoiser) against that of exact samples."""
     gm = jd.analytic.ring()
-    ours, se_ours = mean_se(our_log_probs(case_index))
+    ours, se_ours = mean_se(our_log_probs(case_index, DISTRIBUTION_CASES[case_index][1]))
     exact, se_exact = mean_se(gm.log_prob(gm.sample(jr.key(123), N)))
     tol = 4 * np.hypot(se_ours, se_exact) + BIAS_ALLOWANCE
     assert abs(ours - exact) < tol, (ours, exact, tol)
 
 
-@pytest.mark.parametrize("case_index", range(len(DISTRIBUTION_CASES)), ids=DISTRIBUTION_IDS)
+PEER_CASES = [i for i, case in enumerate(DISTRIBUTION_CASES) if case[2] is not None]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case_index", PEER_CASES, ids=[DISTRIBUTION_IDS[i] for i in PEER_CASES])
 def test_distribution_matches_kdiffusion(case_index, kdiffusion, x64):
-    """The same algorithm and grid with k-diffusion's own randomness (torch's RNG; its Brownian
-    tree for `sample_dpmpp_sde`): equal mean log-likelihoods within sampling error. The
+    """The same algorithm and grid (at most 100 steps) with k-diffusion's own randomness
+    (torch's RNG; its Brownian tree for `sample_dpmpp_sde`), N / 4 samples on its side:
+    equal mean log-likelihoods within sampling error (4 s.e. ~ 0.09 nats). The
     multistep SDE samplers take k-diffusion's `default_noise_sampler`: their steps' Brownian
     intervals are disjoint, so per-step normals have the law of its (slow) tree."""
     import torch
     from kdiffusion_peer import torch_denoiser
 
-    sampler, n, kd_name, kd_kwargs = DISTRIBUTION_CASES[case_index]
-    if kd_name is None:
-        pytest.skip("no k-diffusion counterpart of this noise option")
+    _, n, kd_name, kd_kwargs = DISTRIBUTION_CASES[case_index]
+    n = min(n, 100)  # k-diffusion's Python loop is slow; the same n on both sides suffices
     gm = jd.analytic.ring()
-    ours, se_ours = mean_se(our_log_probs(case_index))
+    ours, se_ours = mean_se(our_log_probs(case_index, n))
     torch.manual_seed(0)
-    x = 80.0 * torch.randn(N, 2, dtype=torch.float64)
+    x = 80.0 * torch.randn(N // 4, 2, dtype=torch.float64)
     if kd_name in ("sample_dpmpp_2m_sde", "sample_dpmpp_3m_sde"):
         kd_kwargs = dict(kd_kwargs, noise_sampler=kdiffusion.default_noise_sampler(x))
     sigmas = torch.tensor(karras_np(n))
@@ -192,13 +195,10 @@ def test_edm_stochastic_same_noise_matches_kdiffusion(kdiffusion, x64, monkeypat
 
 
 DETERMINISTIC = [
-    (S.EulerAncestral(eta=0.0), "sample_euler_ancestral", dict(eta=0.0)),
-    (S.DPM2Ancestral(eta=0.0), "sample_dpm_2_ancestral", dict(eta=0.0)),
     (S.DPMpp2SAncestral(eta=0.0), "sample_dpmpp_2s_ancestral", dict(eta=0.0)),
     (S.DPMppSDE(eta=0.0, r=0.3), "sample_dpmpp_sde", dict(eta=0.0, r=0.3)),
     (S.DPMpp2MSDE(eta=0.0), "sample_dpmpp_2m_sde", dict(eta=0.0)),
     (S.DPMpp3MSDE(eta=0.0), "sample_dpmpp_3m_sde", dict(eta=0.0)),
-    (S.EDMStochastic(s_churn=0.0), "sample_heun", {}),
 ]
 
 
@@ -223,14 +223,14 @@ def test_dpmpp_sde_substep_noises_are_one_brownian_path(noise, kdiffusion, x64):
 
     sigma, sigma_next = 2.0, 0.3
     sigma_mid = np.sqrt(sigma * sigma_next)
-    x = jnp.zeros((100_000,))
+    x = jnp.zeros((20_000,))
     sigmas = jnp.array([80.0, sigma, sigma_next, 0.002, 0.0])
     sampler = S.DPMppSDE(noise=noise)
     carry = sampler.init_with_key(x, sigmas, jr.key(0))
     if noise == "tree":
         carry = (carry[0], carry[0].evaluate(sigma))
     z_1, z_2, _ = sampler._noises(x, carry, sigma, sigma_mid, sigma_next, jr.key(1))
-    tree = kdiffusion.BrownianTreeNoiseSampler(torch.zeros(100_000), 0.002, 80.0, seed=0)
+    tree = kdiffusion.BrownianTreeNoiseSampler(torch.zeros(x.size), 0.002, 80.0, seed=0)
     kd_1 = tree(torch.tensor(sigma), torch.tensor(sigma_mid)).numpy()
     kd_2 = tree(torch.tensor(sigma), torch.tensor(sigma_next)).numpy()
     expected = np.sqrt((sigma - sigma_mid) / (sigma - sigma_next))
@@ -241,19 +241,20 @@ def test_dpmpp_sde_substep_noises_are_one_brownian_path(noise, kdiffusion, x64):
     assert np.corrcoef(z_1, z_2)[0, 1] == pytest.approx(expected, abs=se)
 
 
-@pytest.mark.parametrize("cls", [S.DPMppSDE, S.DPMpp2MSDE, S.DPMpp3MSDE])
+@pytest.mark.slow
+@pytest.mark.parametrize("cls", [S.DPMppSDE, S.DPMpp2MSDE])  # DPMpp3MSDE: as DPMpp2MSDE
 def test_tree_noise_converges_with_the_same_key(cls, x64):
     """With noise="tree", a refined grid with the same key approaches one path's solution: at
-    64 steps the median distance to a 512-step solution is ~0.01-0.03 (it halves per doubling
+    64 steps the median distance to a 256-step solution is ~0.01-0.03 (it halves per doubling
     of the steps), against ~3 (independent draws of the ring) with noise="step"."""
     gm = jd.analytic.ring()
-    x = 80 * jr.normal(jr.key(0), (256, 2), jnp.float64)
+    x = 80 * jr.normal(jr.key(0), (128, 2), jnp.float64)
     key = jr.key(5)
 
     def run(n, noise):
         return jd.sample(gm.denoiser, x, karras_np(n), solver=cls(noise=noise), key=key)
 
-    ref = run(512, "tree")
+    ref = run(256, "tree")
 
     def median_error(noise):
         return float(jnp.median(jnp.linalg.norm(run(64, noise) - ref, axis=-1)))
@@ -262,34 +263,23 @@ def test_tree_noise_converges_with_the_same_key(cls, x64):
     assert tree < 0.1 and step > 1.0, (tree, step)
 
 
-@pytest.mark.parametrize("cls", [S.DPMppSDE, S.DPMpp2MSDE, S.DPMpp3MSDE])
-def test_tree_noise_float32(cls):
-    """noise="tree" in float32: dtype kept, finite, deterministic per key, a one-step grid."""
-    gm = jd.analytic.ring()
-    sigmas = jnp.asarray(karras_np(8), jnp.float32)
-    x = 80 * jr.normal(jr.key(0), (64, 2), jnp.float32)
-    sampler = cls(noise="tree")
-    out = jd.sample(gm.denoiser, x, sigmas, solver=sampler, key=jr.key(1))
-    assert out.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(out)))
-    assert jnp.array_equal(out, jd.sample(gm.denoiser, x, sigmas, solver=sampler, key=jr.key(1)))
-    assert not jnp.allclose(out, jd.sample(gm.denoiser, x, sigmas, solver=sampler, key=jr.key(2)))
-    one_step = jd.sample(gm.denoiser, x, sigmas[-2:], solver=sampler, key=jr.key(1))
-    assert bool(jnp.all(jnp.isfinite(one_step)))
-
-
-def test_tree_noise_jit_and_vmap():
-    """Under an outer jit the tree's times may round differently (constant folding); a Brownian
+def test_tree_noise_float32_jit_and_one_step():
+    """noise="tree" in float32: dtype kept, finite, deterministic per key, jit, a one-step grid.
+    Under an outer jit the tree's times may round differently (constant folding); a Brownian
     path is only Hoelder-1/2 in time, so float32 results then agree to ~1e-4, not to ulps."""
     gm = jd.analytic.ring()
     sigmas = jnp.asarray(karras_np(8), jnp.float32)
     x = 80 * jr.normal(jr.key(0), (64, 2), jnp.float32)
-    sampler = S.DPMpp2MSDE(noise="tree")
+    sampler = S.DPMpp3MSDE(noise="tree")
     out = jd.sample(gm.denoiser, x, sigmas, solver=sampler, key=jr.key(1))
+    assert out.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(out)))
+    again = jd.sample(gm.denoiser, x, sigmas, solver=sampler, key=jr.key(1))
+    other = jd.sample(gm.denoiser, x, sigmas, solver=sampler, key=jr.key(2))
+    assert jnp.array_equal(out, again) and not jnp.allclose(out, other)
     jitted = jax.jit(lambda k: jd.sample(gm.denoiser, x, sigmas, solver=sampler, key=k))
     assert jnp.allclose(jitted(jr.key(1)), out, rtol=1e-3, atol=1e-3)
-    batched = jax.vmap(lambda xb: jd.sample(gm.denoiser, xb, sigmas, solver=sampler, key=jr.key(1)))
-    chunks = batched(x.reshape(4, 16, 2))
-    assert chunks.shape == (4, 16, 2) and bool(jnp.all(jnp.isfinite(chunks)))
+    one_step = jd.sample(gm.denoiser, x, sigmas[-2:], solver=sampler, key=jr.key(1))
+    assert bool(jnp.all(jnp.isfinite(one_step)))
 
 
 def test_bad_options():
