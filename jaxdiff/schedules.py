@@ -407,3 +407,7 @@ def _ays(n, sigma_min, sigma_max, rel):
 
 
 # Not a schedule function itself (it tunes one), so not in __all__.
+from ._optimize_schedule import (  # noqa: E402
+    OptimizedSchedule as OptimizedSchedule,
+    optimize as optimize,
+)
