@@ -112,15 +112,15 @@ def sample_ode(
     )
 
 
-@eqx.filter_jit
-def _adaptive_ode(ode, x_T, t0, t1, solver, rtol, atol, max_steps, per_step, initial):
+def _adaptive(terms, solver, t0, t1, y0, rtol, atol, max_steps, per_step, initial):
+    """A PID-controlled solve from t0 to t1, saving the end only; NFE from the step count."""
     sol = dfx.diffeqsolve(
-        dfx.ODETerm(ode.drift),
+        terms,
         solver,
         t0,
         t1,
         dt0=(t1 - t0) / 64,  # given, so no evaluations go into choosing it
-        y0=x_T,
+        y0=y0,
         stepsize_controller=dfx.PIDController(rtol=rtol, atol=atol),
         saveat=dfx.SaveAt(t1=True),
         max_steps=max_steps,
@@ -128,6 +128,13 @@ def _adaptive_ode(ode, x_T, t0, t1, solver, rtol, atol, max_steps, per_step, ini
     )
     n = sol.stats["num_steps"]
     return GenericResult(sol.ys[-1], n * per_step + initial, n)
+
+
+@eqx.filter_jit
+def _adaptive_ode(ode, x_T, t0, t1, solver, rtol, atol, max_steps, per_step, initial):
+    # diffrax handles the decreasing ODE time itself
+    terms = dfx.ODETerm(ode.drift)
+    return _adaptive(terms, solver, t0, t1, x_T, rtol, atol, max_steps, per_step, initial)
 
 
 def sample_sde(
@@ -198,17 +205,4 @@ def _adaptive_sde(sde, x_T, key, t0, t1, solver, rtol, atol, tol, max_steps, per
     terms = dfx.MultiTerm(
         dfx.ODETerm(fwd.drift), dfx.ControlTerm(DiagonalDiffusion(fwd.diffusion), bm)
     )
-    sol = dfx.diffeqsolve(
-        terms,
-        solver,
-        -t0,
-        -t1,
-        dt0=(t0 - t1) / 64,
-        y0=x_T,
-        stepsize_controller=dfx.PIDController(rtol=rtol, atol=atol),
-        saveat=dfx.SaveAt(t1=True),
-        max_steps=max_steps,
-        adjoint=dfx.ForwardMode(),
-    )
-    n = sol.stats["num_steps"]
-    return GenericResult(sol.ys[-1], n * per_step + initial, n)
+    return _adaptive(terms, solver, -t0, -t1, x_T, rtol, atol, max_steps, per_step, initial)

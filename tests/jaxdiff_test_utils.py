@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -31,3 +33,21 @@ def order_of_convergence(sampler, ns=(16, 32, 64, 128), *, seed=0):
         errs.append(float(jnp.sqrt(jnp.mean(jnp.sum((out - ref) ** 2, -1)))))
     jax.block_until_ready(out)
     return -np.polyfit(np.log(ns), np.log(errs), 1)[0]
+
+
+@contextlib.contextmanager
+def count_compilations(name_part: str):
+    """Yields a list that grows by one for every XLA compilation in the block of a function
+    whose name contains `name_part` (tiny ops, e.g. a dtype conversion of inputs, don't count)."""
+    events = []
+
+    def listener(event, duration, **kwargs):
+        name = kwargs.get("fun_name", "")
+        if event == "/jax/core/compile/backend_compile_duration" and name_part in name:
+            events.append(name)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield events
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)

@@ -1,8 +1,6 @@
 """The sampler core: the contract every sampler keeps (jit, vmap, dtypes, keys, no NaN, no
 recompilation), bad input, and the k-diffusion peer for Euler and Heun."""
 
-import contextlib
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -10,6 +8,7 @@ import jax.random as jr
 import numpy as np
 import pytest
 from conftest import karras_np
+from jaxdiff_test_utils import count_compilations
 
 import jaxdiff as jd
 
@@ -30,22 +29,6 @@ def all_samplers():
 
 SAMPLERS = all_samplers()
 IDS = [type(s).__name__ for s in SAMPLERS]
-
-
-@contextlib.contextmanager
-def count_compilations():
-    events = []
-
-    def listener(event, duration, **kwargs):
-        name = kwargs.get("fun_name", "")
-        if event == "/jax/core/compile/backend_compile_duration" and "_sample" in name:
-            events.append(name)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield events
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 class MixtureDenoiser(eqx.Module):
@@ -71,7 +54,7 @@ def test_sampler_contract(sampler, dtype):
     again = jd.sample(den, x, sigmas, solver=sampler, key=key)
     assert jnp.array_equal(out, again)
     # no recompilation for new weights, a new key or new noise
-    with count_compilations() as compiled:
+    with count_compilations("_sample") as compiled:
         other = jd.sample(
             MixtureDenoiser(jd.analytic.ring(radius=3.0)),
             x + 1,

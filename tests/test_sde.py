@@ -1,14 +1,13 @@
 """The SDE core: orders of convergence against exact solutions, noise types, reverse time,
 pytrees, jit/vmap, dtypes and input validation."""
 
-import contextlib
-
 import diffrax as dfx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from jaxdiff_test_utils import count_compilations
 
 import jaxdiff as jd
 
@@ -199,30 +198,12 @@ def test_pytree_state_and_shared_path(dtype):
     assert fast["v"].shape == (5, 3)
 
 
-@contextlib.contextmanager
-def count_compilations():
-    """Yields a list that grows by one for every XLA compilation of a solve in the block
-    (tiny ops such as a dtype conversion of the inputs do not count)."""
-    events = []
-
-    def listener(event, duration, **kwargs):
-        name = kwargs.get("fun_name", "")
-        if event == "/jax/core/compile/backend_compile_duration" and "solve" in name:
-            events.append(name)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield events
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
-
-
 def test_jit_vmap_and_no_recompilation():
     sde = jd.SDE(lambda t, x, a: -x, lambda t, x, a: 0.5 * jnp.ones_like(x))
     ts = jnp.array([0.0, 1.0])
     x0, x1 = jnp.ones(8), jnp.full(8, 2.0)
     direct = jd.solve_sde(sde, x0, ts, key=jr.key(0), dt=0.01)
-    with count_compilations() as compiled:
+    with count_compilations("solve") as compiled:
         again = jd.solve_sde(sde, x1, ts, key=jr.key(1), dt=0.01)  # new key, new x0
     assert not compiled, f"a new key or x0 must not recompile: {compiled}"
     assert not jnp.allclose(direct, again)
