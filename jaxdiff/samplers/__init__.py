@@ -1,6 +1,7 @@
 """Fixed-grid samplers in sigma-space, each a small `init`/`step` object run by `jaxdiff.sample`."""
 
 from ._base import AbstractSampler as AbstractSampler
+from ._names import SAMPLERS as SAMPLERS, by_name as by_name
 from .ddim import DDIM as DDIM
 from .ddpm import DDPM as DDPM
 from .deis import DEIS as DEIS

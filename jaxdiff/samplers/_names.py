@@ -1,0 +1,62 @@
+"""Samplers by name, in k-diffusion's spelling (`sample_dpmpp_2m` -> `"dpmpp_2m"`).
+
+The command line (`jaxdiff sample --solver NAME`) and the benchmarks pick samplers by these
+names; the classes themselves live one per file in this package.
+"""
+
+from __future__ import annotations
+
+from ._base import AbstractSampler
+from .ddim import DDIM
+from .ddpm import DDPM
+from .deis import DEIS
+from .dpm_2 import DPM2
+from .dpm_2_ancestral import DPM2Ancestral
+from .dpmpp_2m import DPMpp2M
+from .dpmpp_2m_sde import DPMpp2MSDE
+from .dpmpp_2s_ancestral import DPMpp2SAncestral
+from .dpmpp_3m import DPMpp3M
+from .dpmpp_3m_sde import DPMpp3MSDE
+from .dpmpp_sde import DPMppSDE
+from .edm_stochastic import EDMStochastic
+from .euler import Euler
+from .euler_ancestral import EulerAncestral
+from .heun import Heun
+from .ipndm import IPNDM
+from .lms import LMS
+from .predictor_corrector import PredictorCorrector
+from .unipc import UniPC
+
+#: name -> sampler class; k-diffusion's names where it has the sampler.
+SAMPLERS: dict[str, type[AbstractSampler]] = {
+    "euler": Euler,
+    "euler_ancestral": EulerAncestral,
+    "heun": Heun,
+    "dpm_2": DPM2,
+    "dpm_2_ancestral": DPM2Ancestral,
+    "lms": LMS,
+    "dpmpp_2s_ancestral": DPMpp2SAncestral,
+    "dpmpp_sde": DPMppSDE,
+    "dpmpp_2m": DPMpp2M,
+    "dpmpp_2m_sde": DPMpp2MSDE,
+    "dpmpp_3m": DPMpp3M,
+    "dpmpp_3m_sde": DPMpp3MSDE,
+    "edm": EDMStochastic,
+    "ddim": DDIM,
+    "ddpm": DDPM,
+    "ipndm": IPNDM,
+    "deis": DEIS,
+    "unipc": UniPC,
+    "pc": PredictorCorrector,
+}
+
+
+def by_name(name: str, **options) -> AbstractSampler:
+    """The sampler called `name` (k-diffusion's spelling, e.g. `"dpmpp_2m"`, `"edm"`,
+    `"unipc"`), built with `options` (its keyword options, e.g. `eta=0.5`).
+
+    Raises `ValueError` naming the valid names for an unknown one.
+    """
+    if not isinstance(name, str) or name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; expected one of: {', '.join(SAMPLERS)}")
+    return SAMPLERS[name](**options)
