@@ -135,7 +135,6 @@ def sample(
         raise TypeError(f"x must be a floating-point array, got dtype {x.dtype}")
     x = x.astype(x.dtype)  # strong dtype: a weakly typed x would compile a second program
     denoiser = as_denoiser(denoiser)
-    check_denoiser(denoiser, x, sigmas[0].astype(x.dtype))
     if solver.stochastic:
         if key is None:
             raise ValueError(f"{type(solver).__name__} is stochastic: pass key=")
@@ -153,6 +152,10 @@ def sample(
 
 @eqx.filter_jit
 def _sample(denoiser, x, sigmas, solver, key, return_trajectory, callback):
+    # the shape/dtype check runs while tracing, once per compilation, not on every call
+    # (an abstract trace of the network costs milliseconds of Python per call)
+    check_denoiser(denoiser, x, sigmas[0])
+
     def denoise(x_, sigma):
         return denoiser(x_, sigma.astype(x_.dtype))
 
