@@ -7,9 +7,12 @@ import importlib.metadata
 
 from . import (
     analytic as analytic,
+    metrics as metrics,
+    nn as nn,
     parametrizations as parametrizations,
     samplers as samplers,
     schedules as schedules,
+    train as train,
 )
 from ._generic import (
     GenericResult as GenericResult,

@@ -9,7 +9,10 @@ their output to $D(y; \sigma)$, so every sampler serves every process. All wrapp
 Modules: the network's parameters stay pytree leaves (traced, no recompilation for new weights).
 
 Preconditioners (Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative
-Models", Table 1) wrap a raw network $F$ as $D = c_{skip}\,y + c_{out}\,F(c_{in}\,y, c_{noise})$.
+Models", Table 1) wrap a raw network $F$ as $D = c_{skip}\,y + c_{out}\,F(c_{in}\,y, c_{noise})$;
+they take `sigma` as a scalar (sampling) or one per sample, shape `(batch,)` (training), and pass
+keyword arguments such as `labels=` on to $F$. `Conditional` and `ClassifierFreeGuidance` turn a
+class-conditional denoiser `D(x, sigma, labels=...)` back into the `D(x, sigma)` samplers take.
 """
 
 from __future__ import annotations
@@ -18,12 +21,15 @@ from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 
 from ._processes import AbstractProcess, denoiser_from_score
 from ._processes.vp import t_of_integrated_beta
 
 __all__ = [
+    "ClassifierFreeGuidance",
+    "Conditional",
     "EDMPrecond",
     "VEPrecond",
     "VPPrecond",
@@ -109,6 +115,26 @@ def _check_raw(raw):
         raise TypeError(f"raw must be a callable network F(x, c_noise), got {type(raw).__name__}")
 
 
+def _precondition(precond, x, sigma, kwargs):
+    """`c_skip x + c_out F(c_in x, c_noise, **kwargs)`, sigma a scalar or one per sample.
+
+    A per-sample `sigma` of shape `(B,)` gives coefficients of shape `(B,)`, reshaped to
+    `(B, 1, ..., 1)` against `x`; `c_noise` reaches the network with shape `()` or `(B,)`.
+    """
+    sigma = jnp.asarray(sigma)
+    c_skip, c_out, c_in, c_noise = precond.coefficients(sigma)
+    if sigma.ndim:
+        x_shape = jnp.shape(x)
+        if sigma.ndim != 1 or not x_shape or x_shape[0] != sigma.shape[0]:
+            raise ValueError(
+                f"sigma must be a scalar or have shape (batch,) matching x's leading axis: "
+                f"sigma has shape {sigma.shape}, x has shape {x_shape}"
+            )
+        per_sample = (sigma.shape[0],) + (1,) * (len(x_shape) - 1)
+        c_skip, c_out, c_in = (jnp.reshape(c, per_sample) for c in (c_skip, c_out, c_in))
+    return c_skip * x + c_out * precond.raw(c_in * x, c_noise, **kwargs)
+
+
 class EDMPrecond(eqx.Module):
     r"""EDM preconditioning: $c_{skip} = \sigma_d^2/(\sigma^2+\sigma_d^2)$,
     $c_{out} = \sigma\sigma_d/\sqrt{\sigma^2+\sigma_d^2}$, $c_{in} = 1/\sqrt{\sigma^2+\sigma_d^2}$,
@@ -128,9 +154,10 @@ class EDMPrecond(eqx.Module):
         norm = jnp.sqrt(sigma**2 + sd2)
         return sd2 / (sigma**2 + sd2), sigma * self.sigma_data / norm, 1 / norm, jnp.log(sigma) / 4
 
-    def __call__(self, x, sigma):
-        c_skip, c_out, c_in, c_noise = self.coefficients(sigma)
-        return c_skip * x + c_out * self.raw(c_in * x, c_noise)
+    def __call__(self, x, sigma, **kwargs):
+        """`D(x, sigma, **kwargs)`; `sigma` a scalar or shape `(batch,)`, `kwargs` (e.g.
+        `labels=...`) passed on to the raw network."""
+        return _precondition(self, x, sigma, kwargs)
 
 
 class VPPrecond(eqx.Module):
@@ -150,9 +177,10 @@ class VPPrecond(eqx.Module):
         t = t_of_integrated_beta(jnp.log1p(sigma**2), self.beta_min, self.beta_min + self.beta_d)
         return jnp.ones_like(sigma), -sigma, 1 / jnp.sqrt(sigma**2 + 1), (self.m - 1) * t
 
-    def __call__(self, x, sigma):
-        c_skip, c_out, c_in, c_noise = self.coefficients(sigma)
-        return c_skip * x + c_out * self.raw(c_in * x, c_noise)
+    def __call__(self, x, sigma, **kwargs):
+        """`D(x, sigma, **kwargs)`; `sigma` a scalar or shape `(batch,)`, `kwargs` (e.g.
+        `labels=...`) passed on to the raw network."""
+        return _precondition(self, x, sigma, kwargs)
 
 
 class VEPrecond(eqx.Module):
@@ -168,6 +196,102 @@ class VEPrecond(eqx.Module):
         one = jnp.ones_like(sigma)
         return one, sigma, one, jnp.log(0.5 * sigma)
 
+    def __call__(self, x, sigma, **kwargs):
+        """`D(x, sigma, **kwargs)`; `sigma` a scalar or shape `(batch,)`, `kwargs` (e.g.
+        `labels=...`) passed on to the raw network."""
+        return _precondition(self, x, sigma, kwargs)
+
+
+# -- class conditioning -----------------------------------------------------------------------
+def _as_labels(labels) -> jax.Array:
+    labels = jnp.asarray(labels)
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
+    if labels.ndim > 1:
+        raise ValueError(f"labels must be a scalar or have shape (batch,), got {labels.shape}")
+    if not isinstance(labels, jax.core.Tracer) and labels.size and int(jnp.min(labels)) < -1:
+        raise ValueError(f"labels must be >= 0, or -1 for 'no label', got min {jnp.min(labels)}")
+    return labels
+
+
+def _batch_labels(labels, x) -> jax.Array:
+    """`labels` (shape `()` or `(B,)`) broadcast to x's batch, with a shape check."""
+    batch = jnp.shape(x)[0] if jnp.ndim(x) else None
+    if labels.ndim == 0:
+        if batch is None:
+            raise ValueError("x must be batched (batch, ...) for a conditional denoiser")
+        return jnp.broadcast_to(labels, (batch,))
+    if batch != labels.shape[0]:
+        raise ValueError(
+            f"labels must have shape (batch,) matching x: labels has shape {labels.shape}, "
+            f"x has shape {jnp.shape(x)}"
+        )
+    return labels
+
+
+def _check_denoiser(denoiser):
+    if not callable(denoiser):
+        raise TypeError(
+            f"denoiser must be callable denoiser(x, sigma, labels=...), got "
+            f"{type(denoiser).__name__}"
+        )
+
+
+class Conditional(eqx.Module):
+    """A class-conditional denoiser with its labels fixed: `D(x, sigma) =
+    denoiser(x, sigma, labels=labels)`, the `(x, sigma)` form every sampler takes.
+
+    `labels` (int, shape `(batch,)` or a scalar for the whole batch; `-1` for "no label") is a
+    pytree leaf, so `jaxdiff.sample` with new labels of the same shape does not recompile.
+    """
+
+    denoiser: Any
+    labels: jax.Array = eqx.field(converter=_as_labels)
+
+    def __check_init__(self):
+        _check_denoiser(self.denoiser)
+
     def __call__(self, x, sigma):
-        c_skip, c_out, c_in, c_noise = self.coefficients(sigma)
-        return c_skip * x + c_out * self.raw(c_in * x, c_noise)
+        return self.denoiser(x, sigma, labels=_batch_labels(self.labels, x))
+
+
+class ClassifierFreeGuidance(eqx.Module):
+    r"""Classifier-free guidance (Ho & Salimans 2021, "Classifier-Free Diffusion Guidance"),
+    written for denoisers as
+
+    $$D_w(x;\sigma) = D(x;\sigma,\varnothing) + w\,[D(x;\sigma,c) - D(x;\sigma,\varnothing)],$$
+
+    $\varnothing$ the null label `-1` of a network trained with label dropout. `scale = w = 1`
+    is the conditional denoiser, `0` the unconditional one, `w > 1` sharpens the class
+    (Ho & Salimans write the same as $(1 + w')\,\varepsilon_c - w'\,\varepsilon_u$, $w = 1 + w'$).
+
+    One network call per evaluation: `x` is concatenated with itself (labels `labels` then
+    `-1`), so the sampler's NFE count is unchanged, the batch of the call doubles, and it works
+    with every sampler of `jaxdiff.sample`. `labels` (int `(batch,)` or a scalar) and `scale` are
+    pytree leaves: new values do not recompile.
+    """
+
+    denoiser: Any
+    labels: jax.Array = eqx.field(converter=_as_labels)
+    scale: jax.Array = eqx.field(converter=jnp.asarray)
+
+    def __check_init__(self):
+        _check_denoiser(self.denoiser)
+        if jnp.ndim(self.scale) != 0:
+            raise ValueError(f"scale must be a scalar, got shape {jnp.shape(self.scale)}")
+        if not jnp.issubdtype(jnp.result_type(self.scale), jnp.number):
+            raise TypeError(f"scale must be a number, got {self.scale!r}")
+
+    def __call__(self, x, sigma):
+        labels = _batch_labels(self.labels, x)
+        batch = labels.shape[0]
+        sigma = jnp.asarray(sigma)
+        if sigma.ndim == 1:
+            sigma = jnp.concatenate([sigma, sigma])
+        both = self.denoiser(
+            jnp.concatenate([x, x]),
+            sigma,
+            labels=jnp.concatenate([labels, jnp.full_like(labels, -1)]),
+        )
+        d_c, d_u = both[:batch], both[batch:]
+        return d_u + self.scale.astype(d_u.dtype) * (d_c - d_u)

@@ -1,4 +1,4 @@
-"""The `jaxdiff` command line: parsing, help, errors, and the demo end to end."""
+"""The `jaxdiff` command line: parsing, help, errors, and `jaxdiff oracle` end to end."""
 
 import re
 
@@ -24,10 +24,10 @@ def test_top_level_help(capsys):
         assert module.NAME in out
 
 
-def test_demo_help(capsys):
-    assert _exit_code(["demo", "--help"]) == 0
+def test_oracle_help(capsys):
+    assert _exit_code(["oracle", "--help"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage: jaxdiff demo")
+    assert out.startswith("usage: jaxdiff oracle")
     for option in ("--num", "--steps", "--mixture", "--ode-solver", "--seed", "--out", "--quiet"):
         assert option in out
 
@@ -60,21 +60,21 @@ def test_unknown_command(capsys):
         (["--ode-solver", "rk99"], "--ode-solver"),
     ],
 )
-def test_demo_bad_arguments(capsys, argv, option):
-    assert _exit_code(["demo", *argv]) == 2
+def test_oracle_bad_arguments(capsys, argv, option):
+    assert _exit_code(["oracle", *argv]) == 2
     err = capsys.readouterr().err
     assert f"argument {option}" in err
-    assert "usage: jaxdiff demo" in err
+    assert "usage: jaxdiff oracle" in err
 
 
-def test_demo_out_directory_must_exist(capsys, tmp_path):
+def test_oracle_out_directory_must_exist(capsys, tmp_path):
     # Checked before any sampling, so this is fast.
-    assert _exit_code(["demo", "--out", str(tmp_path / "missing" / "d.png")]) == 2
+    assert _exit_code(["oracle", "--out", str(tmp_path / "missing" / "d.png")]) == 2
     assert "argument --out" in capsys.readouterr().err
 
 
 def _table_rows(out):
-    """{sampler label: (mean log p, s.e., exact, diff/s.e.)} from the demo's table."""
+    """{sampler label: (mean log p, s.e., exact, diff/s.e.)} from the oracle run's table."""
     number = r"([-+]?\d+\.\d+)"
     rows = {}
     for label in SAMPLERS:
@@ -88,9 +88,9 @@ def _table_rows(out):
 
 
 @pytest.mark.slow
-def test_demo_end_to_end(capsys, tmp_path):
+def test_oracle_end_to_end(capsys, tmp_path):
     out_png = tmp_path / "d.png"
-    argv = ["demo", "--num", "300", "--steps", "200", "--quiet", "--out", str(out_png)]
+    argv = ["oracle", "--num", "300", "--steps", "200", "--quiet", "--out", str(out_png)]
     assert main(argv) == 0
     out = capsys.readouterr().out
 

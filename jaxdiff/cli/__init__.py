@@ -18,12 +18,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import demo
+from . import demo, oracle, sample, train
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: The registered commands, in the order ``jaxdiff --help`` lists them.
-COMMANDS = (demo,)
+COMMANDS = (demo, train, sample, oracle)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,3 +28,36 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
 def nonnegative_int(text: str) -> int:
     """An argparse ``type=`` accepting integers ``>= 0`` (seeds)."""
     return int_at_least(0)(text)
+
+
+def positive_float(text: str) -> float:
+    """An argparse ``type=`` accepting finite floats ``> 0``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    """An argparse ``type=`` accepting floats in ``[0, 1)``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """An argparse ``type=`` accepting any finite float."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value

@@ -1,0 +1,256 @@
+"""``jaxdiff sample``: draw samples from a trained run with any sampler of the core."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ._args import finite_float, int_at_least, nonnegative_int, positive_float
+
+NAME = "sample"
+HELP = "sample a trained run with any sampler (k-diffusion's names) to a PNG or .npy"
+DESCRIPTION = """\
+Load the EMA weights of the last checkpoint of a 'jaxdiff train' run and sample with one
+of jaxdiff's samplers on a Karras grid (sigma 80 -> 0.002 -> 0). --out FILE.png writes a
+grid of images, or for 2-D data a scatter over the training data's density; --out FILE.npy
+saves the samples (and FILE.labels.npy the classes of a conditional model).
+
+samplers (k-diffusion's spelling): euler, euler_ancestral, heun, dpm_2, dpm_2_ancestral,
+lms, dpmpp_2s_ancestral, dpmpp_sde, dpmpp_2m, dpmpp_2m_sde, dpmpp_3m, dpmpp_3m_sde,
+edm (EDM's stochastic sampler), ddim, ddpm, ipndm, deis, unipc, pc
+
+examples:
+  jaxdiff sample --ckpt runs/moons --solver dpmpp_2m --steps 20 --num 4000 --out moons.png
+  jaxdiff sample --ckpt runs/digits --solver heun --steps 18 --num 100 --class 3 \\
+      --guidance 2 --out threes.png
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..samplers import SAMPLERS
+
+    parser.add_argument("--ckpt", required=True, metavar="DIR", help="a 'jaxdiff train' run")
+    parser.add_argument(
+        "--solver",
+        choices=list(SAMPLERS),
+        default="heun",
+        metavar="NAME",
+        help="the sampler (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int_at_least(1),
+        default=18,
+        metavar="N",
+        help="grid steps (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--num",
+        type=int_at_least(1),
+        default=1000,
+        metavar="M",
+        help="samples to draw (default: %(default)s)",
+    )
+    parser.add_argument("--out", required=True, metavar="FILE.png|FILE.npy")
+    parser.add_argument(
+        "--schedule",
+        default="karras",
+        metavar="NAME",
+        help="a jaxdiff.schedules function (default: %(default)s)",
+    )
+    parser.add_argument("--sigma-min", type=positive_float, default=0.002)
+    parser.add_argument("--sigma-max", type=positive_float, default=80.0)
+    parser.add_argument(
+        "--class",
+        dest="klass",
+        type=nonnegative_int,
+        default=None,
+        metavar="K",
+        help="class of a conditional model (default: all classes in turn)",
+    )
+    parser.add_argument(
+        "--guidance",
+        type=finite_float,
+        default=1.0,
+        metavar="SCALE",
+        help="classifier-free guidance scale: 0 unconditional, 1 conditional "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=int_at_least(1),
+        default=4096,
+        metavar="B",
+        help="samples per compiled call (default: %(default)s)",
+    )
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
+
+
+def _error(message: str) -> int:
+    print(f"jaxdiff sample: error: {message}", file=sys.stderr)
+    return 2
+
+
+def draw(network, config, *, solver, sigmas, num, key, labels=None, guidance=1.0, batch=4096):
+    """`num` samples in chunks of `batch` (one compiled program for every chunk)."""
+    import jax
+    import jax.numpy as jnp
+
+    from ..samplers._core import sample
+    from ._model import sampling_denoiser
+
+    shape = tuple(config["shape"])
+    chunk = min(batch, num)
+    outputs = []
+    for start in range(0, num, chunk):
+        k_noise, k_solver = jax.random.split(jax.random.fold_in(key, start))
+        x = sigmas[0] * jax.random.normal(k_noise, (chunk, *shape), jnp.float32)
+        chunk_labels = None
+        if labels is not None:
+            chunk_labels = np.resize(labels[start : start + chunk], chunk)
+        d = sampling_denoiser(network, config, labels=chunk_labels, guidance=guidance)
+        outputs.append(
+            np.asarray(
+                sample(d, x, sigmas, solver=solver, key=k_solver if solver.stochastic else None)
+            )
+        )
+    return np.concatenate(outputs)[:num]
+
+
+def run(args: argparse.Namespace) -> int:
+    import jax
+
+    from .. import schedules, train as jt
+    from ..samplers import by_name
+    from ._model import build_network
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".png", ".npy"):
+        return _error(f"--out must end in .png or .npy, got {str(out)!r}")
+    if not out.parent.is_dir():
+        return _error(f"--out: directory {str(out.parent)!r} does not exist")
+    if not args.sigma_min < args.sigma_max:
+        return _error(f"--sigma-min {args.sigma_min} must be < --sigma-max {args.sigma_max}")
+    if args.schedule not in schedules.__all__ or args.schedule == "optimize":
+        return _error(
+            f"--schedule: unknown schedule {args.schedule!r}; expected one of: "
+            f"{', '.join(n for n in schedules.__all__ if n != 'optimize')}"
+        )
+    try:
+        network, config = jt.load_model(args.ckpt, lambda c: build_network(c["network"], seed=0))
+    except ValueError as err:  # CheckpointError, RecipeError
+        return _error(f"--ckpt: {err}")
+    num_classes = config["network"].get("num_classes", 0)
+    labels = None
+    if num_classes:
+        if args.klass is not None and args.klass >= num_classes:
+            return _error(f"--class {args.klass}: the model has classes 0..{num_classes - 1}")
+        labels = (
+            np.full(args.num, args.klass, np.int32)
+            if args.klass is not None
+            else np.arange(args.num, dtype=np.int32) % num_classes
+        )
+    elif args.klass is not None or args.guidance != 1.0:
+        return _error("--class and --guidance need a conditional model (train --conditional)")
+
+    solver = by_name(args.solver)
+    sigmas = getattr(schedules, args.schedule)(args.steps, args.sigma_min, args.sigma_max)
+    start = time.perf_counter()
+    x = draw(
+        network,
+        config,
+        solver=solver,
+        sigmas=sigmas,
+        num=args.num,
+        key=jax.random.key(args.seed),
+        labels=labels,
+        guidance=args.guidance,
+        batch=args.batch,
+    )
+    seconds = time.perf_counter() - start
+    if not np.all(np.isfinite(x)):
+        return _error(f"{args.solver} produced non-finite samples ({args.steps} steps)")
+    try:
+        if out.suffix.lower() == ".npy":
+            np.save(out, x)
+            if labels is not None:
+                np.save(out.with_suffix(".labels.npy"), labels)
+        else:
+            plot(
+                out,
+                x,
+                config,
+                labels=labels,
+                title=f"{args.solver}, {args.steps} steps, {solver.nfe(args.steps)} NFE",
+            )
+    except OSError as err:
+        return _error(f"cannot write {str(out)!r}: {err}")
+    print(
+        f"wrote {out}: {args.num} samples with {args.solver} ({args.steps} steps, "
+        f"{solver.nfe(args.steps)} NFE) in {seconds:.1f} s"
+    )
+    return 0
+
+
+def plot(path, x, config, *, labels=None, title="", data=None):
+    """A grid of images, or a 2-D scatter over the data density (from the run's dataset)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if config["kind"] == "images":
+        n = x.shape[0]
+        cols = math.ceil(math.sqrt(n))
+        rows = math.ceil(n / cols)
+        h, w, c = x.shape[1:]
+        canvas = np.ones((rows * (h + 1) + 1, cols * (w + 1) + 1, c), np.float32)
+        for i in range(n):
+            r, q = divmod(i, cols)
+            canvas[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + q * (w + 1) : 1 + q * (w + 1) + w] = (
+                np.clip((x[i] + 1) / 2, 0, 1)
+            )
+        fig, ax = plt.subplots(figsize=(0.4 * cols + 1, 0.4 * rows + 1))
+        ax.imshow(
+            canvas[..., 0] if c == 1 else canvas,
+            cmap="gray",
+            vmin=0,
+            vmax=1,
+            interpolation="nearest",
+        )
+        ax.set_axis_off()
+    else:
+        fig, ax = plt.subplots(figsize=(5, 5))
+        if data is None:
+            data = _training_data(config)
+        lim = np.quantile(np.abs(np.concatenate([data[:, :2], x[:, :2]])), 0.995) * 1.1
+        if len(data):
+            ax.hist2d(
+                data[:, 0], data[:, 1], bins=120, range=[[-lim, lim], [-lim, lim]], cmap="Greys"
+            )
+        ax.scatter(x[:, 0], x[:, 1], s=2, c="tab:orange", alpha=0.6, label="samples")
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.legend(loc="upper right", markerscale=4)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _training_data(config):
+    """The 2-D training data of a run (regenerated for a toy), for the density backdrop."""
+    import jax
+
+    from .. import train as jt
+
+    try:
+        return np.asarray(jt.load_dataset(config["data"], key=jax.random.key(config["seed"])).x)
+    except (ValueError, OSError):
+        return np.zeros((0, 2), np.float32)

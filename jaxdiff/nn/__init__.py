@@ -1,0 +1,9 @@
+"""Flax NNX score/denoiser networks: `MLP` for vectors, `UNet` for NHWC images, and the
+noise-level embeddings they use. Every network is called as `F(x, c_noise, labels=None)` and
+plugs into `jaxdiff.parametrizations` (`EDMPrecond(net)` etc.)."""
+
+from .embedding import FourierEmbedding, SinusoidalEmbedding
+from .mlp import MLP
+from .unet import UNet
+
+__all__ = ["MLP", "FourierEmbedding", "SinusoidalEmbedding", "UNet"]

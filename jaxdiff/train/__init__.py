@@ -1,0 +1,37 @@
+"""Training: offline datasets, the optax train step with EMA, orbax checkpoints, the fit loop."""
+
+from .checkpoint import (
+    Checkpointer as Checkpointer,
+    CheckpointError as CheckpointError,
+    latest_step as latest_step,
+    read_config as read_config,
+    restore as restore,
+)
+from .data import (
+    DATASETS as DATASETS,
+    TOYS as TOYS,
+    Dataset as Dataset,
+    batch_at as batch_at,
+    digits as digits,
+    load_dataset as load_dataset,
+    load_npy as load_npy,
+    split as split,
+    toy as toy,
+)
+from .ema import ema_decay_at as ema_decay_at, ema_update as ema_update
+from .fit import FitResult as FitResult, fit as fit, load_model as load_model
+from .losses import (
+    cosine_betas as cosine_betas,
+    ddpm_loss as ddpm_loss,
+    dsm_loss as dsm_loss,
+    edm_loss as edm_loss,
+    linear_betas as linear_betas,
+)
+from .optim import adamw as adamw, learning_rate as learning_rate
+from .step import (
+    TrainState as TrainState,
+    TrainStep as TrainStep,
+    data_mesh as data_mesh,
+    init_state as init_state,
+    make_train_step as make_train_step,
+)

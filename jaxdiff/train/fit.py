@@ -1,0 +1,295 @@
+"""The training loop: fresh or resumed runs, checkpoints, JSON-lines metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from .checkpoint import Checkpointer, latest_step, read_config, restore, restore_model_state
+from .data import Dataset, batch_at
+from .optim import adamw
+from .step import DATA_STREAM, LossFn, TrainState, data_mesh, init_state, make_train_step
+
+__all__ = ["FitResult", "fit", "load_model"]
+
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What `fit` returns.
+
+    Attributes:
+        state: the final `TrainState` (of step ``step``).
+        graphdef: the model's graph (``nnx.merge(graphdef, state.params, state.extra)``).
+        ema_model: the model with the EMA weights, the one to sample from (in eval mode:
+            dropout off).
+        model: the model with the raw (not averaged) weights (in eval mode).
+        resumed_from: the checkpoint step the run resumed from; None for a fresh run.
+        losses: the loss of every step this call ran (steps ``first_step + 1 .. step``);
+            empty when the checkpoint was already at ``steps``.
+        step: the final step.
+        out_dir: the run directory.
+    """
+
+    state: TrainState
+    graphdef: nnx.GraphDef
+    ema_model: nnx.Module
+    model: nnx.Module
+    resumed_from: int | None
+    losses: np.ndarray
+    step: int
+    out_dir: Path
+
+    @property
+    def first_step(self) -> int:
+        """The step this call started from (0, or ``resumed_from``)."""
+        return self.resumed_from or 0
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an int; got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1; got {value}")
+    return int(value)
+
+
+def _rewrite_metrics(path: Path, up_to: int) -> None:
+    """Keeps the metrics of steps <= ``up_to`` (those of the checkpoint resumed from)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= up_to:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.replace(path)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 4))
+def _batch(dataset, step, batch_size, key, sharding):
+    return jax.lax.with_sharding_constraint(batch_at(dataset, step, batch_size, key), sharding)
+
+
+def _alive(state: TrainState) -> bool:
+    return not any(isinstance(x, jax.Array) and x.is_deleted() for x in jax.tree.leaves(state))
+
+
+def fit(
+    model: nnx.Module,
+    dataset: Dataset,
+    loss_fn: LossFn,
+    *,
+    steps: int,
+    batch_size: int,
+    out_dir: str | os.PathLike,
+    optimizer: optax.GradientTransformation | None = None,
+    ema_decay: float = 0.999,
+    seed: int = 0,
+    ckpt_every: int = 1000,
+    keep: int = 3,
+    log_every: int = 100,
+    config: Mapping[str, Any] | None = None,
+    progress: Callable[[int, dict[str, float]], None] | None = None,
+) -> FitResult:
+    """Trains ``model`` on ``dataset`` up to ``steps`` total steps, resuming when ``out_dir``
+    holds a checkpoint.
+
+    Data-parallel over all local devices (`make_train_step`); the batch of step ``k`` is
+    ``batch_at(dataset, k, batch_size, key)`` and the loss key of step ``k`` derives from the
+    run key and ``k``, so the same seed gives the same loss curve, and a resumed run continues
+    exactly as an uninterrupted one would have (given the same optimizer, batch size and data).
+
+    Files in ``out_dir``: ``checkpoints/<step>/`` every ``ckpt_every`` steps and at the end
+    (the newest ``keep`` are kept), each with ``config``; ``metrics.jsonl``, one JSON object per
+    ``log_every`` steps (and the last step) with ``step``, ``loss`` (mean over the steps since
+    the previous line), ``grad_norm`` and ``lr`` (of the last step), ``steps_per_s`` and
+    ``time`` (seconds since this call started). If the loop is interrupted (KeyboardInterrupt
+    or any exception), the last completed step is checkpointed before the exception propagates.
+    Nothing here prints.
+
+    Arguments:
+        model: the network (any flax NNX module); it is not modified.
+        dataset: the training data (`load_dataset`).
+        loss_fn: ``loss_fn(model, batch, key) -> scalar`` (see `make_train_step`).
+        steps: the total number of steps of the run (a resumed run continues up to it).
+        batch_size: examples per step, divisible by the local device count.
+        out_dir: the run directory (created if needed).
+        optimizer: an optax transformation; default ``adamw(2e-4, warmup_steps=min(1000,
+            steps // 10), total_steps=steps)``. For an exact resume, pass the same one.
+        ema_decay: the EMA decay (warmed up as ``min(decay, (1 + n) / (10 + n))``).
+        seed: the run key's seed (data order and loss noise); a resumed run keeps the key
+            stored in its checkpoint.
+        ckpt_every: checkpoint period in steps.
+        keep: checkpoints to keep.
+        log_every: metrics period in steps.
+        config: a JSON-serializable dict stored with every checkpoint (what the caller needs to
+            rebuild the model: see `load_model`).
+        progress: ``progress(step, metrics)``, called with each metrics line (host floats).
+
+    Returns:
+        A `FitResult`.
+
+    Raises:
+        CheckpointError: ``out_dir`` holds a checkpoint that cannot be restored into this model
+            and optimizer (nothing is written then).
+    """
+    steps = _positive_int("steps", steps)
+    batch_size = _positive_int("batch_size", batch_size)
+    ckpt_every = _positive_int("ckpt_every", ckpt_every)
+    keep = _positive_int("keep", keep)
+    log_every = _positive_int("log_every", log_every)
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"dataset must be a jaxdiff.train.Dataset; got {type(dataset).__name__}")
+    if batch_size > len(dataset):
+        raise ValueError(
+            f"batch_size must be <= the {len(dataset)} examples of the dataset; got {batch_size}"
+        )
+    mesh = data_mesh()
+    if batch_size % mesh.size:
+        raise ValueError(
+            f"batch_size {batch_size} must be divisible by the {mesh.size} local devices"
+        )
+    config = dict(config or {})
+    try:
+        json.dumps(config)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"config must be JSON-serializable: {err}") from None
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"out_dir {str(out_dir)!r} exists and is not a directory")
+    if optimizer is None:
+        optimizer = adamw(2e-4, warmup_steps=min(1000, steps // 10), total_steps=steps)
+
+    graphdef, state = init_state(model, optimizer, seed=seed, mesh=mesh)
+    resumed_from = latest_step(out_dir)
+    if resumed_from is not None:
+        state = restore(out_dir, state)  # a CheckpointError leaves everything untouched
+    start = int(state.step)
+
+    def result(state: TrainState, losses: np.ndarray) -> FitResult:
+        return FitResult(
+            state=state,
+            graphdef=graphdef,
+            ema_model=_eval(nnx.merge(graphdef, state.ema, state.extra, copy=True)),
+            model=_eval(nnx.merge(graphdef, state.params, state.extra, copy=True)),
+            resumed_from=resumed_from,
+            losses=losses,
+            step=int(state.step),
+            out_dir=out_dir,
+        )
+
+    if start >= steps:
+        return result(state, np.zeros((0,), np.float32))
+
+    train_step = make_train_step(graphdef, loss_fn, optimizer, ema_decay=ema_decay, mesh=mesh)
+    data = jax.device_put(dataset, NamedSharding(mesh, P()))
+    batch_sharding = NamedSharding(mesh, P("data"))
+    data_key = state.key(DATA_STREAM)
+
+    checkpointer = Checkpointer(out_dir, keep=keep)
+    metrics_path = out_dir / METRICS_FILE
+    _rewrite_metrics(metrics_path, start)
+    losses: list[np.ndarray] = []
+    window: list[jax.Array] = []
+    began = last_time = time.perf_counter()
+    last_logged = start
+    try:
+        for k in range(start, steps):
+            batch = _batch(data, k, batch_size, data_key, batch_sharding)
+            state, metrics = train_step(state, batch)
+            window.append(metrics["loss"])
+            done = k + 1
+            if done % log_every == 0 or done == steps:
+                host = np.asarray(jnp.stack(window), np.float32)
+                losses.append(host)
+                window = []
+                now = time.perf_counter()
+                line = {
+                    "step": done,
+                    "loss": float(np.mean(host)),
+                    "grad_norm": float(metrics["grad_norm"]),
+                    "lr": float(metrics["lr"]),
+                    "steps_per_s": (done - last_logged) / max(now - last_time, 1e-9),
+                    "time": now - began,
+                }
+                line = {
+                    k: (v if not isinstance(v, float) or math.isfinite(v) else None)
+                    for k, v in line.items()
+                }
+                with metrics_path.open("a") as f:
+                    f.write(json.dumps(line) + "\n")
+                last_time, last_logged = now, done
+                if progress is not None:
+                    progress(done, line)
+            if done % ckpt_every == 0:
+                checkpointer.save(state, config)
+        checkpointer.save(state, config)
+    except BaseException as err:
+        # keep the last completed step; a state whose buffers were donated to a step that
+        # never returned is gone, and the previous checkpoint stays the newest
+        try:
+            if _alive(state):
+                checkpointer.save(state, config)
+        except Exception as save_err:  # never hide the original exception
+            err.add_note(f"saving a checkpoint after the interruption failed: {save_err}")
+        raise
+    finally:
+        checkpointer.close()
+    return result(state, np.concatenate(losses) if losses else np.zeros((0,), np.float32))
+
+
+def load_model(
+    out_dir: str | os.PathLike,
+    build_model: Callable[[dict[str, Any]], nnx.Module],
+    *,
+    ema: bool = True,
+    step: int | None = None,
+) -> tuple[nnx.Module, dict[str, Any]]:
+    """Loads a trained model from a run directory, without the optimizer.
+
+    Arguments:
+        out_dir: the run directory written by `fit`.
+        build_model: ``build_model(config) -> nnx.Module`` rebuilding the architecture from the
+            stored config (its initial weights are replaced).
+        ema: load the EMA weights (default) rather than the raw ones.
+        step: the checkpoint to load; the newest by default.
+
+    Returns:
+        ``(model, config)``, the model in eval mode (dropout off).
+
+    Raises:
+        CheckpointError: no run, no checkpoint, or one that does not fit the rebuilt model.
+    """
+    config = read_config(out_dir, step=step)
+    model = build_model(config)
+    graphdef, params, extra = nnx.split(model, nnx.Param, ...)
+    restored = restore_model_state(
+        out_dir, {"params": params, "ema": params, "extra": extra}, step=step
+    )
+    weights = restored["ema"] if ema else restored["params"]
+    return _eval(nnx.merge(graphdef, weights, restored["extra"])), config
+
+
+def _eval(model: nnx.Module) -> nnx.Module:
+    model.eval()  # inference mode: dropout off, running statistics used
+    return model
