@@ -7,6 +7,8 @@ import importlib.metadata
 
 from . import (
     analytic as analytic,
+    analytic_dpm as analytic_dpm,
+    bridges as bridges,
     metrics as metrics,
     nn as nn,
     parametrizations as parametrizations,
@@ -34,6 +36,13 @@ from ._sde import (
     DiscreteBrownianPath as DiscreteBrownianPath,
     brownian_tree as brownian_tree,
     solve_sde as solve_sde,
+)
+from .likelihood import (
+    LikelihoodResult as LikelihoodResult,
+    bits_per_dim as bits_per_dim,
+    dequantize as dequantize,
+    log_likelihood as log_likelihood,
+    log_likelihood_process as log_likelihood_process,
 )
 from .samplers._core import sample as sample
 
