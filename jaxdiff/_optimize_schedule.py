@@ -47,7 +47,7 @@ def _rms(a, b):
 
 def optimize(
     denoisers: Callable | Sequence[Callable],
-    shape: tuple[int, ...],
+    shape: tuple[int, ...] | Sequence[tuple[int, ...]],
     n: int,
     *,
     solver: AbstractSampler,
@@ -58,6 +58,7 @@ def optimize(
     learning_rate: float = 0.05,
     reference_steps: int = 512,
     key: jax.Array | None = None,
+    objective: str = "rms",
 ) -> OptimizedSchedule:
     r"""Tune an `n`-step grid for a deterministic `solver` by gradient descent (Adam, optax)
     through the compiled sampler, against high-NFE reference solves from the same noise.
@@ -73,11 +74,17 @@ def optimize(
     **Arguments:**
 
     - `denoisers`: a denoiser `D(x, sigma)` or a list of them (e.g. several mixtures).
-    - `shape`: the shape of one batch of initial noise, e.g. `(512, 2)`.
+    - `shape`: the shape of one batch of initial noise, e.g. `(512, 2)`, or one shape per
+      denoiser (to tune on models of different dimensions at once).
     - `n`: the number of steps of the grid (n + 1 sigmas).
     - `solver`: the deterministic sampler to tune for.
     - `init`: the starting schedule `f(n, sigma_min, sigma_max)` (default
       `jaxdiff.schedules.karras`).
+    - `objective`: how the per-denoiser RMS errors are combined: `"rms"` (their mean, the
+      default) or `"log_rms"` (the mean of their logs, i.e. the geometric mean: every model
+      counts by its relative improvement, so that problems with large errors do not dominate;
+      better for a grid meant to transfer). The reported `initial_loss`/`final_loss` and
+      `losses` are in the same units (for `"log_rms"`, the geometric mean itself).
     """
     from .schedules import karras
 
@@ -89,11 +96,22 @@ def optimize(
         raise ValueError(f"n must be an int >= 2, got {n!r}")
     if not 0 < sigma_min < sigma_max:
         raise ValueError(f"sigma_min must be < sigma_max, got {sigma_min}, {sigma_max}")
+    if objective not in ("rms", "log_rms"):
+        raise ValueError(f"objective must be 'rms' or 'log_rms', got {objective!r}")
     if not (isinstance(iterations, int) and iterations >= 1):
         raise ValueError(f"iterations must be a positive int, got {iterations!r}")
     dens = [as_denoiser(d) for d in (denoisers if isinstance(denoisers, Sequence) else [denoisers])]
     if not dens:
         raise ValueError("denoisers must not be empty")
+    if len(shape) > 0 and all(isinstance(s, Sequence) for s in shape):
+        shapes = [tuple(s) for s in shape]
+        if len(shapes) != len(dens):
+            raise ValueError(
+                f"shape must be one shape or one per denoiser, got {len(shapes)} shapes for "
+                f"{len(dens)} denoisers"
+            )
+    else:
+        shapes = [tuple(shape)] * len(dens)
     key = jr.key(0) if key is None else key
     k_train, k_test = jr.split(key)
     init = karras if init is None else init
@@ -104,7 +122,7 @@ def optimize(
     from .samplers.heun import Heun
 
     def problem(k):
-        xs = [sigma_max * jr.normal(jr.fold_in(k, j), shape, dtype) for j in range(len(dens))]
+        xs = [sigma_max * jr.normal(jr.fold_in(k, j), s, dtype) for j, s in enumerate(shapes)]
         refs = [sample(d, x, ref_grid, solver=Heun()) for d, x in zip(dens, xs, strict=True)]
         return xs, refs
 
@@ -117,7 +135,10 @@ def optimize(
             _rms(sample(d, x, grid, solver=solver), r)
             for d, x, r in zip(dens, xs, refs, strict=True)
         ]
-        return jnp.mean(jnp.stack(errs))
+        errs = jnp.stack(errs)
+        if objective == "log_rms":
+            return jnp.mean(jnp.log(errs))
+        return jnp.mean(errs)
 
     opt = optax.adam(learning_rate)
     theta0 = params_from_grid(start)
@@ -135,9 +156,10 @@ def optimize(
 
     theta, losses = run(theta0, train)
     sigmas = grid_from_params(theta, sigma_min, sigma_max)
+    report = jnp.exp if objective == "log_rms" else (lambda v: v)
     return OptimizedSchedule(
         sigmas=sigmas,
-        initial_loss=float(loss(theta0, test)),
-        final_loss=float(loss(theta, test)),
-        losses=losses,
+        initial_loss=float(report(loss(theta0, test))),
+        final_loss=float(report(loss(theta, test))),
+        losses=report(losses),
     )

@@ -37,3 +37,34 @@ def test_bad_input():
         jd.schedules.optimize(
             den, (4, 2), 5, solver=jd.samplers.Euler(), sigma_min=1.0, sigma_max=0.5
         )
+
+
+def test_log_objective_with_one_shape_per_denoiser(x64):
+    """`objective="log_rms"` (geometric mean over models) on models of different dimensions,
+    each with its own noise shape."""
+    gms = [
+        jd.analytic.ring(),
+        jd.analytic.random_mixture(dim=16, num_components=6, seed=9),
+    ]
+    res = jd.schedules.optimize(
+        [g.denoiser for g in gms],
+        [(64, 2), (64, 16)],
+        6,
+        solver=jd.samplers.IPNDM(),
+        iterations=40,
+        objective="log_rms",
+        reference_steps=256,
+    )
+    s = np.asarray(res.sigmas)
+    assert s.shape == (7,) and s[-1] == 0 and np.all(np.diff(s) < 0)
+    assert res.final_loss < 0.8 * res.initial_loss, (res.initial_loss, res.final_loss)
+    # the reported losses are geometric means of RMS errors (positive, not logs)
+    assert bool(jnp.all(res.losses > 0)) and res.initial_loss > 0
+
+
+def test_bad_objective_and_shapes():
+    den = jd.analytic.ring().denoiser
+    with pytest.raises(ValueError, match="objective must be"):
+        jd.schedules.optimize(den, (4, 2), 5, solver=jd.samplers.Euler(), objective="max")
+    with pytest.raises(ValueError, match="one shape or one per denoiser"):
+        jd.schedules.optimize([den, den], [(4, 2)], 5, solver=jd.samplers.Euler())

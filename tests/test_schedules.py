@@ -4,6 +4,7 @@ KL-optimal and Align Your Steps against hand-computed and published values, bad 
 
 import functools
 import inspect
+import itertools
 import math
 
 import jax
@@ -323,3 +324,68 @@ def test_bad_options():
             f(10, SIGMA_MIN, SIGMA_MAX, **kwargs)
     with pytest.raises(ValueError, match="n must be <= the number of iDDPM levels"):
         S.iddpm(10, 1.0, 1.01)
+
+
+# -- tuned ------------------------------------------------------------------------------------
+def _relative(sigmas, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX):
+    s = np.log(np.asarray(sigmas, np.float64)[:-1])
+    return (s - math.log(sigma_min)) / math.log(sigma_max / sigma_min)
+
+
+def test_tuned_any_n_and_range(x64):
+    cases = [((SIGMA_MIN, SIGMA_MAX), [*range(1, 9), 12, 15, 17, 20, 23, 30, 31, 41, 64])]
+    cases += [((0.01, 10.0), [1, 2, 5, 17, 64]), ((1e-4, 500.0), [3, 12, 45])]
+    for (sigma_min, sigma_max), ns in cases:
+        for n in ns:
+            check_grid(
+                S.tuned(n, sigma_min, sigma_max), n, jnp.float64, "tuned", sigma_min, sigma_max
+            )
+    # a different range keeps the relative log-sigma positions
+    np.testing.assert_allclose(
+        _relative(S.tuned(17, 0.01, 10.0), 0.01, 10.0), _relative(S.tuned(17, SIGMA_MIN, SIGMA_MAX))
+    )
+
+
+def test_tuned_exact_at_tuned_steps_and_blended_between(x64):
+    from jaxdiff.schedules import _TUNED_KNOTS
+
+    steps = sorted(_TUNED_KNOTS)
+    assert len(steps) >= 4 and {10, 20} <= set(steps)
+    for n in steps:
+        knots = np.asarray(_TUNED_KNOTS[n])
+        assert knots.shape == (n,) and knots[0] == 1 and knots[-1] == 0
+        assert np.all(np.diff(knots) < 0)
+        np.testing.assert_allclose(_relative(S.tuned(n, SIGMA_MIN, SIGMA_MAX)), knots, atol=1e-12)
+    # between two tuned step counts: between the two tuned shapes, at every level
+    for lo, hi in itertools.pairwise(steps):
+        for n in range(lo + 1, hi):
+            u = np.linspace(0, 1, n)
+            a = np.interp(u, np.linspace(0, 1, lo), _TUNED_KNOTS[lo])
+            b = np.interp(u, np.linspace(0, 1, hi), _TUNED_KNOTS[hi])
+            rel = _relative(S.tuned(n, SIGMA_MIN, SIGMA_MAX))
+            assert np.all(rel >= np.minimum(a, b) - 1e-12) and np.all(
+                rel <= np.maximum(a, b) + 1e-12
+            )
+
+
+def _trajectory_error(gm, x, ref, sigmas, solver):
+    out = jd.sample(gm.denoiser, x, sigmas, solver=solver)
+    return float(jnp.sqrt(jnp.mean(jnp.sum((out - ref) ** 2, axis=-1))))
+
+
+@pytest.mark.parametrize("nfe", [10, 20])
+def test_tuned_transfers_to_a_held_out_mixture(x64, nfe):
+    """On 2-D mixtures not in `benchmarks/tune_schedule.py`'s training set, IPNDM on the tuned
+    grid has a clearly smaller PF-ODE trajectory error than IPNDM on karras."""
+    solver = jd.samplers.IPNDM()
+    assert solver.nfe(nfe) == nfe
+    for gm in [
+        jd.analytic.random_mixture(dim=2, num_components=10, seed=7, min_std=0.05, max_std=0.15),
+        jd.analytic.grid(),
+    ]:
+        x = SIGMA_MAX * jax.random.normal(jax.random.key(3), (256, 2), jnp.float64)
+        ref_grid = S.karras(500, SIGMA_MIN, SIGMA_MAX)
+        ref = jd.sample(gm.denoiser, x, ref_grid, solver=jd.samplers.Heun())
+        err_tuned = _trajectory_error(gm, x, ref, S.tuned(nfe, SIGMA_MIN, SIGMA_MAX), solver)
+        err_karras = _trajectory_error(gm, x, ref, S.karras(nfe, SIGMA_MIN, SIGMA_MAX), solver)
+        assert err_tuned < 0.5 * err_karras, (err_tuned, err_karras)

@@ -1,0 +1,170 @@
+"""Tune the grids shipped as `jaxdiff.schedules.tuned` and check that they transfer.
+
+For each step count `n` in `--steps`, `jd.schedules.optimize` (Adam through the compiled
+sampler, `objective="log_rms"`: the geometric mean over mixtures of the RMS trajectory error
+against a 512-step Heun reference from the same noise) tunes an `n`-step grid for the sampler
+`--sampler` (default options) on a training set of random Gaussian mixtures in 2-D and 16-D
+(`TRAIN`: different seeds, component counts, scales and component widths; none of them is a
+benchmark or test problem). The tuned grid is then compared with `karras` and `kl_optimal` on
+held-out mixtures (`HELD_OUT`: the `ring` and `grid` presets, other random seeds, 8-D and 32-D,
+an ill-conditioned mixture) and held-out noise.
+
+The script prints each grid's relative log-sigma positions
+`(log sigma_i - log sigma_min) / (log sigma_max - log sigma_min)` (from 1 down to 0) in the
+form pasted into `jaxdiff/schedules.py` (`_TUNED_KNOTS`), and a transfer table.
+
+    python benchmarks/tune_schedule.py                    # the shipped grids (steps 5 10 15 20 30)
+    python benchmarks/tune_schedule.py --steps 10 --iterations 50   # a quick look
+    python benchmarks/tune_schedule.py --sampler UniPC --steps 10 20   # another sampler
+
+Each step count is tuned independently (its own key, `jr.key(n)`), so `--steps 10 20` and
+`--steps 5 15 30` together reproduce the full run; the shipped grids were made that way, in
+three runs on 2 CPU cores shared with other jobs (load average 8 to 12): 90 to 370 s per
+step count (about 100 s of it building the references and compiling), 20 minutes in all; the
+held-out table adds about a minute per step count (`--no-eval` skips it). Everything runs in
+float64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+import jaxdiff as jd
+
+SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
+
+# (dim, components, seed, scale, min_std, max_std)
+TRAIN = [
+    (2, 4, 101, 1.5, 0.05, 0.2),
+    (2, 8, 102, 2.0, 0.1, 0.6),
+    (2, 8, 103, 3.0, 0.05, 0.15),
+    (2, 16, 104, 2.0, 0.08, 0.3),
+    (2, 25, 105, 4.0, 0.1, 0.3),
+    (2, 6, 106, 1.0, 0.2, 0.8),
+    (16, 12, 111, 2.0, 0.1, 0.6),
+    (16, 4, 112, 3.0, 0.05, 0.2),
+    (16, 8, 113, 1.5, 0.1, 0.4),
+    (16, 24, 114, 2.5, 0.1, 0.6),
+    (16, 16, 115, 4.0, 0.2, 0.5),
+    (16, 6, 116, 1.0, 0.05, 0.3),
+]
+
+
+def train_mixtures():
+    return [
+        jd.analytic.random_mixture(
+            dim=d, num_components=k, seed=s, scale=sc, min_std=lo, max_std=hi
+        )
+        for d, k, s, sc, lo, hi in TRAIN
+    ]
+
+
+def held_out():
+    rm = jd.analytic.random_mixture
+    return {
+        "ring (2-D)": jd.analytic.ring(),
+        "grid (2-D)": jd.analytic.grid(),
+        "random 2-D s0": rm(dim=2, num_components=8, seed=0),
+        "random 2-D s7, narrow": rm(dim=2, num_components=10, seed=7, min_std=0.05, max_std=0.15),
+        "random 8-D": rm(dim=8, num_components=10, seed=3),
+        "random 16-D s0": rm(dim=16, num_components=12, seed=0),
+        "random 32-D": rm(dim=32, num_components=16, seed=5),
+        "ill_conditioned": jd.analytic.ill_conditioned(),
+    }
+
+
+def relative(sigmas):
+    """Relative log-sigma positions of the positive levels, 1 -> 0."""
+    s = np.log(np.asarray(sigmas[:-1], np.float64))
+    return (s - s[-1]) / (s[0] - s[-1])
+
+
+def rms(a, b):
+    return float(jnp.sqrt(jnp.mean(jnp.sum((a - b) ** 2, axis=-1))))
+
+
+def evaluate(problems, grids, solver, samples, seed):
+    out = {}
+    for name, gm in problems.items():
+        x = SIGMA_MAX * jr.normal(jr.key(seed), (samples, gm.means.shape[-1]), jnp.float64)
+        ref = jd.sample(
+            gm.denoiser,
+            x,
+            jd.schedules.karras(1000, SIGMA_MIN, SIGMA_MAX, dtype=jnp.float64),
+            solver=jd.samplers.Heun(),
+        )
+        out[name] = {
+            g: rms(jd.sample(gm.denoiser, x, s, solver=solver), ref) for g, s in grids.items()
+        }
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sampler", default="IPNDM")
+    p.add_argument("--steps", type=int, nargs="+", default=[5, 10, 15, 20, 30])
+    p.add_argument("--iterations", type=int, default=200)
+    p.add_argument("--learning-rate", type=float, default=0.05)
+    p.add_argument("--samples", type=int, default=128, help="training samples per mixture")
+    p.add_argument("--init", default="karras")
+    p.add_argument("--no-eval", action="store_true")
+    args = p.parse_args(argv)
+    solver = getattr(jd.samplers, args.sampler)()
+    t_start = time.perf_counter()
+    knots = {}
+    with jax.enable_x64(True):
+        gms = train_mixtures()
+        dens = [g.denoiser for g in gms]
+        shapes = [(args.samples, g.means.shape[-1]) for g in gms]
+        for n in args.steps:
+            t0 = time.perf_counter()
+            res = jd.schedules.optimize(
+                dens,
+                shapes,
+                n,
+                solver=solver,
+                init=getattr(jd.schedules, args.init),
+                iterations=args.iterations,
+                learning_rate=args.learning_rate,
+                key=jr.key(n),
+                objective="log_rms",
+            )
+            knots[n] = relative(res.sigmas)
+            print(
+                f"n={n}: train-set geometric-mean RMS on held-out noise {res.initial_loss:.4g} "
+                f"({args.init}) -> {res.final_loss:.4g}  [{time.perf_counter() - t0:.0f} s]\n"
+                f"    {n}: ({', '.join(f'{v:.4f}' for v in knots[n])}),",
+                flush=True,
+            )
+        print("\n_TUNED_KNOTS = {  # relative log-sigma positions, 1 -> 0")
+        for n, r in knots.items():
+            print(f"    {n}: ({', '.join(f'{v:.4f}' for v in r)}),")
+        print("}\n")
+        if not args.no_eval:
+            for n, r in knots.items():
+                log_lo, log_hi = np.log(SIGMA_MIN), np.log(SIGMA_MAX)
+                tuned = np.append(np.exp(log_lo + r * (log_hi - log_lo)), 0.0)
+                grids = {
+                    "tuned": jnp.asarray(tuned),
+                    "karras": jd.schedules.karras(n, SIGMA_MIN, SIGMA_MAX, dtype=jnp.float64),
+                    "kl_optimal": jd.schedules.kl_optimal(
+                        n, SIGMA_MIN, SIGMA_MAX, dtype=jnp.float64
+                    ),
+                }
+                res = evaluate(held_out(), grids, solver, 256, seed=1000 + n)
+                print(f"held-out, {args.sampler}, n={n}: RMS error (tuned / karras / kl_optimal)")
+                for name, e in res.items():
+                    print(
+                        f"  {name:24s} {e['tuned']:.4g} / {e['karras']:.4g} / {e['kl_optimal']:.4g}"
+                    )
+    print(f"total {time.perf_counter() - t_start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
