@@ -28,14 +28,14 @@ def network_config(
     kind: str, shape: tuple[int, ...], *, num_classes: int, width: int | None = None
 ) -> dict[str, Any]:
     """Default architecture for a dataset of `kind` ("vectors" | "images") and event `shape`;
-    `width` is the MLP's hidden size (default 256) or the U-Net's base channels (default 64)."""
+    `width` is the MLP's hidden size (default 128) or the U-Net's base channels (default 64)."""
     if kind == "vectors":
         return {
             "arch": "mlp",
             "dim": int(shape[0]),
-            "hidden": int(width or 256),
-            "depth": 4,
-            "emb_dim": 128,
+            "hidden": int(width or 128),
+            "depth": 3,
+            "emb_dim": 64,
             "num_classes": int(num_classes),
         }
     height, image_width, channels = shape

@@ -101,21 +101,12 @@ def _demo(args, run_dir: Path, out: Path) -> int:
     from .sample import draw
 
     total_start = time.perf_counter()
-    train_args = argparse.Namespace(
-        data=args.data,
-        steps=args.steps,
-        out=str(run_dir),
-        batch_size=None,
-        lr=None,
-        warmup=None,
-        ema=0.999,
-        conditional=False,
-        label_dropout=0.0,
-        ckpt_every=1000,
-        keep=1,
-        seed=args.seed,
-        quiet=args.quiet,
-    )
+    # the train command with its defaults: the demo is `jaxdiff train` plus sampling
+    train_parser = argparse.ArgumentParser()
+    train_cmd.add_arguments(train_parser)
+    argv = ["--data", args.data, "--steps", str(args.steps), "--out", str(run_dir)]
+    argv += ["--seed", str(args.seed), "--keep", "1"] + (["--quiet"] if args.quiet else [])
+    train_args = train_parser.parse_args(argv)
     status = train_cmd.run(train_args)
     if status:
         return status

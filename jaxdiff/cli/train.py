@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int_at_least(1),
         default=None,
         metavar="B",
-        help="batch size (default: 512 for 2-D data, 128 for images)",
+        help="batch size (default: 256 for 2-D data, 128 for images)",
     )
     parser.add_argument(
         "--lr",
@@ -67,6 +67,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.999,
         metavar="DECAY",
         help="EMA decay of the weights (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--width",
+        type=int_at_least(1),
+        default=None,
+        metavar="W",
+        help="network width: the MLP's hidden size (default 128) or the U-Net's base channels "
+        "(default 64)",
     )
     parser.add_argument(
         "--conditional",
@@ -123,7 +131,7 @@ def training_config(args, dataset) -> dict:
         "network": network_config(
             dataset.kind, dataset.x.shape[1:], num_classes=num_classes, width=args.width
         ),
-        "batch_size": args.batch_size or (128 if images else 512),
+        "batch_size": args.batch_size or (128 if images else 256),
         "lr": args.lr or (1e-3 if images else 2e-3),
         "warmup": args.warmup,
         "ema": args.ema,
