@@ -293,3 +293,32 @@ def test_sample_bad_out_and_schedule(tmp_path, capsys):
         capsys,
     )
     _one_line_error(status, err, "--schedule")
+
+
+@pytest.mark.slow
+def test_trained_model_runs_through_every_sampler_under_jit(ring_run):
+    """The trained network, wrapped as a denoiser, through every sampler of the core inside
+    an outer jax.jit (one program per sampler; finite samples near the data's scale)."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxdiff as jd
+    from jaxdiff.cli._model import build_network, sampling_denoiser
+
+    network, config = jd.train.load_model(ring_run, lambda c: build_network(c["network"]))
+    denoiser = sampling_denoiser(network, config)
+    sigmas = jd.schedules.karras(6, 0.002, 80.0)
+    x = 80.0 * jax.random.normal(jax.random.key(0), (64, 2))
+
+    @jax.jit
+    def run(denoiser, x, key, solver):
+        return jd.sample(denoiser, x, sigmas, solver=solver, key=key)
+
+    for name, cls in jd.samplers.SAMPLERS.items():
+        solver = cls()
+        key = jax.random.key(1) if solver.stochastic else None
+        out = run(denoiser, x, key, solver)
+        assert out.shape == x.shape and out.dtype == x.dtype, name
+        assert bool(jnp.all(jnp.isfinite(out))), name
+        # data of unit scale; a diverging sampler ends at ~80 (the initial noise) or beyond
+        assert float(jnp.max(jnp.abs(out))) < 40.0, name

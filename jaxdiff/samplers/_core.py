@@ -91,6 +91,29 @@ def check_key(key) -> None:
         raise TypeError(f"key must be a JAX PRNG key, got an array of {key.dtype}{key.shape}")
 
 
+def is_per_sample_key(key) -> bool:
+    """Whether `key` is a batch of keys (one per sample): typed keys of shape `(batch,)` or
+    raw uint32 keys of shape `(batch, 2)`."""
+    if not isinstance(key, jax.Array):
+        return False
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key.ndim == 1
+    return key.dtype == jnp.uint32 and key.ndim == 2 and key.shape[1] == 2
+
+
+def check_sample_key(key, x) -> bool:
+    """Checks the key of `jaxdiff.sample`: one key, or one per sample of `x` (returns True)."""
+    if is_per_sample_key(key):
+        if x.ndim < 1 or key.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"per-sample keys must have one key per sample: got {key.shape[0]} keys for "
+                f"x of shape {x.shape}"
+            )
+        return True
+    check_key(key)
+    return False
+
+
 def sample(
     denoiser,
     x,
@@ -115,7 +138,12 @@ def sample(
     - `x`: the initial noise at `sigmas[0]`, e.g. `sigmas[0] * normal(key, shape)`.
     - `sigmas`: decreasing, `n + 1` entries, the last 0 (see `jaxdiff.schedules`).
     - `solver`: a sampler from `jaxdiff.samplers` (default `Heun()`).
-    - `key`: PRNG key, required by stochastic samplers (`solver.stochastic`).
+    - `key`: PRNG key, required by stochastic samplers (`solver.stochastic`). A batch of keys,
+      one per sample (shape `(batch,)`, e.g. from `jaxdiff.per_sample_keys`), makes the noise
+      of every sample depend only on its own key, not on the batch: the sampler then runs
+      under `jax.vmap` over samples (the denoiser sees batches of 1), and a sample's result is
+      the same whatever batch, chunk or device it is computed in. A different noise stream
+      from the single-key default; no `callback` in this mode.
     - `return_trajectory`: also return `x` at every sigma, shape `(n + 1, *x.shape)`.
     - `callback`: called on the host after every step with a dict (`i`, `sigma`,
       `sigma_next`, `x`, `denoised`); a host sync per step, for inspection only.
@@ -138,9 +166,10 @@ def sample(
     if solver.stochastic:
         if key is None:
             raise ValueError(f"{type(solver).__name__} is stochastic: pass key=")
-        check_key(key)
+        if check_sample_key(key, x) and callback is not None:
+            raise ValueError("callback is not supported with per-sample keys")
     elif key is not None:
-        check_key(key)
+        check_sample_key(key, x)
         key = None  # deterministic: the key is not used, and must not cause a recompile
     if callback is not None and not callable(callback):
         raise TypeError("callback must be callable")
@@ -155,7 +184,21 @@ def _sample(denoiser, x, sigmas, solver, key, return_trajectory, callback):
     # the shape/dtype check runs while tracing, once per compilation, not on every call
     # (an abstract trace of the network costs milliseconds of Python per call)
     check_denoiser(denoiser, x, sigmas[0])
+    if key is not None and is_per_sample_key(key):
+        # one key per sample: run every sample alone (a batch of 1) under vmap, so that its
+        # noise, and so its result, does not depend on the rest of the batch
+        def row(x_row, key_row):
+            out, traj = _run(
+                denoiser, x_row[None], sigmas, solver, key_row, return_trajectory, None
+            )
+            return out[0], (None if traj is None else traj[:, 0])
 
+        x_out, trajectory = jax.vmap(row)(x, key)
+        return x_out, (None if trajectory is None else jnp.moveaxis(trajectory, 0, 1))
+    return _run(denoiser, x, sigmas, solver, key, return_trajectory, callback)
+
+
+def _run(denoiser, x, sigmas, solver, key, return_trajectory, callback):
     def denoise(x_, sigma):
         return denoiser(x_, sigma.astype(x_.dtype))
 

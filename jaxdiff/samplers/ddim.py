@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax.random as jr
 
 from ._base import AbstractSampler, ancestral_step, to_d
@@ -24,7 +25,8 @@ class DDIM(AbstractSampler):
     per step. Stochastic when `eta > 0`.
     """
 
-    eta: float = 0.0
+    # static: eta > 0 decides whether the sampler is stochastic (needs a key), a structural choice
+    eta: float = eqx.field(default=0.0, static=True)
 
     def __check_init__(self):
         if isinstance(self.eta, int | float) and not self.eta >= 0:

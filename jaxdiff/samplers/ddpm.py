@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
 
@@ -27,7 +28,7 @@ class DDPM(AbstractSampler):
     evaluation per step.
     """
 
-    variance: str = "posterior"
+    variance: str = eqx.field(default="posterior", static=True)
 
     stochastic: ClassVar[bool] = True
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax.numpy as jnp
 
 from ._base import AbstractSampler, to_d
@@ -25,7 +26,7 @@ class DEIS(AbstractSampler):
     step (NFE = steps).
     """
 
-    order: int = 3
+    order: int = eqx.field(default=3, static=True)
 
     def __check_init__(self):
         if not (isinstance(self.order, int) and 1 <= self.order <= 6):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax.numpy as jnp
 
 from ._base import AbstractSampler
@@ -26,7 +27,7 @@ class DPMpp2M(AbstractSampler):
     symmetry with `DPMpp3M`. Both settings equal k-diffusion.
     """
 
-    lower_order_final: bool = True
+    lower_order_final: bool = eqx.field(default=True, static=True)
 
     def nfe(self, num_steps: int) -> int:
         return num_steps

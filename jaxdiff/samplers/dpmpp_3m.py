@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax.numpy as jnp
 
 from ._base import AbstractSampler
@@ -44,8 +45,8 @@ class DPMpp3M(AbstractSampler):
     steps the warm-up alone limits any multistep method started at first order to order 2).
     """
 
-    lower_order_final: bool = True
-    exact_third_order: bool = False
+    lower_order_final: bool = eqx.field(default=True, static=True)
+    exact_third_order: bool = eqx.field(default=False, static=True)
 
     def nfe(self, num_steps: int) -> int:
         return num_steps

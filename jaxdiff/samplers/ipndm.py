@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
@@ -36,7 +37,7 @@ class IPNDM(AbstractSampler):
     the method is still consistent, and is accurate per NFE (Zhang & Chen 2023, Table 2).
     """
 
-    order: int = 4
+    order: int = eqx.field(default=4, static=True)
 
     def __check_init__(self):
         if self.order not in (1, 2, 3, 4):

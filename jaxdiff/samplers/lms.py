@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
@@ -48,7 +49,7 @@ class LMS(AbstractSampler):
     grid is refined. 1 denoiser evaluation per step (NFE = steps).
     """
 
-    order: int = 4
+    order: int = eqx.field(default=4, static=True)
 
     def __check_init__(self):
         if not isinstance(self.order, int) or self.order < 1:

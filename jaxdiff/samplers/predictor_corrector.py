@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -36,7 +37,7 @@ class PredictorCorrector(AbstractSampler):
     """
 
     snr: float = 0.16
-    corrector_steps: int = 1
+    corrector_steps: int = eqx.field(default=1, static=True)
 
     stochastic: ClassVar[bool] = True
 

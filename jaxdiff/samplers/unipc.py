@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax.numpy as jnp
 
 from ._base import AbstractSampler
@@ -82,9 +83,9 @@ class UniPC(AbstractSampler):
     accurate at 8 to 15 steps and on par at 20, so it is the default here.
     """
 
-    order: int = 2
-    variant: str = "bh2"
-    lower_order_final: bool = True
+    order: int = eqx.field(default=2, static=True)
+    variant: str = eqx.field(default="bh2", static=True)
+    lower_order_final: bool = eqx.field(default=True, static=True)
 
     def __check_init__(self):
         if self.order not in (1, 2, 3, 4):
