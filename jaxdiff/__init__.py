@@ -8,6 +8,7 @@ import importlib.metadata
 from . import (
     analytic as analytic,
     analytic_dpm as analytic_dpm,
+    bench as bench,
     bridges as bridges,
     metrics as metrics,
     nn as nn,
@@ -20,6 +21,12 @@ from ._generic import (
     GenericResult as GenericResult,
     sample_ode as sample_ode,
     sample_sde as sample_sde,
+)
+from ._parallel import (
+    per_sample_keys as per_sample_keys,
+    replicate as replicate,
+    sample_chunked as sample_chunked,
+    shard_batch as shard_batch,
 )
 from ._processes import (
     EDM as EDM,

@@ -8,40 +8,15 @@ torchsde torchdiffeq` and `pip install --no-deps k-diffusion`.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-import types
-
 import numpy as np
-
-_NAME = "_kdiffusion_peer"
 
 
 def load():
-    """The module `k_diffusion.sampling`, or raise ImportError when k-diffusion is missing."""
-    if f"{_NAME}.sampling" in sys.modules:
-        return sys.modules[f"{_NAME}.sampling"]
-    import torch  # noqa: F401  (ImportError here when torch is missing)
+    """The module `k_diffusion.sampling`, or raise ImportError when k-diffusion is missing
+    (`jaxdiff.bench.load_kdiffusion`, shared with the benchmark)."""
+    from jaxdiff.bench import load_kdiffusion
 
-    spec = importlib.util.find_spec("k_diffusion")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("k-diffusion is not installed (pip install --no-deps k-diffusion)")
-    package = types.ModuleType(_NAME)
-    package.__path__ = list(spec.submodule_search_locations)
-    utils = types.ModuleType(f"{_NAME}.utils")
-
-    def append_dims(x, target_dims):
-        return x[(...,) + (None,) * (target_dims - x.ndim)]
-
-    utils.append_dims = append_dims
-    sys.modules[_NAME] = package
-    sys.modules[f"{_NAME}.utils"] = utils
-    path = f"{spec.submodule_search_locations[0]}/sampling.py"
-    sampling_spec = importlib.util.spec_from_file_location(f"{_NAME}.sampling", path)
-    module = importlib.util.module_from_spec(sampling_spec)
-    sys.modules[f"{_NAME}.sampling"] = module
-    sampling_spec.loader.exec_module(module)
-    return module
+    return load_kdiffusion()
 
 
 def torch_denoiser(gm):

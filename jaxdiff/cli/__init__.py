@@ -18,12 +18,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import demo, oracle, sample, train
+from . import bench, demo, oracle, sample, train
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: The registered commands, in the order ``jaxdiff --help`` lists them.
-COMMANDS = (demo, train, sample, oracle)
+COMMANDS = (demo, train, sample, oracle, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,44 @@
+"""Solver benchmarking: error against NFE and wall time of samplers x schedules on exact
+problems (and a trained model), with k-diffusion and raw diffrax solvers as peers.
+
+    import jaxdiff.bench as jb
+    with jax.enable_x64(True):
+        probs = [jb.problem("ring"), jb.problem("mixture16")]
+    result = jb.run_bench(probs, ["euler", "heun", "dpmpp_2m"], ["karras"], [10, 20, 40])
+    jb.write_results(result, "bench-out")   # results.md / .csv / .json, error_vs_nfe.png
+
+The command line is ``jaxdiff bench``.
+"""
+
+from ._peers import (
+    DIFFRAX_SOLVERS as DIFFRAX_SOLVERS,
+    KDIFFUSION_SAMPLERS as KDIFFUSION_SAMPLERS,
+    load_kdiffusion as load_kdiffusion,
+    run_diffrax as run_diffrax,
+    run_kdiffusion as run_kdiffusion,
+    torch_bridge as torch_bridge,
+)
+from ._problems import (
+    PROBLEMS as PROBLEMS,
+    Problem as Problem,
+    checkpoint_problem as checkpoint_problem,
+    problem as problem,
+)
+from ._report import (
+    environment as environment,
+    matrix_tables as matrix_tables,
+    order_table as order_table,
+    plot as plot,
+    read_csv as read_csv,
+    summary_tables as summary_tables,
+    write_results as write_results,
+)
+from ._run import (
+    PEERS as PEERS,
+    BenchResult as BenchResult,
+    fit_order as fit_order,
+    max_steps as max_steps,
+    orders as orders,
+    rms_error as rms_error,
+    run_bench as run_bench,
+)
