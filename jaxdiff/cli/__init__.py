@@ -18,12 +18,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import bench, demo, oracle, sample, train
+from . import bench, bridge_sample, bridge_train, demo, oracle, sample, train
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: The registered commands, in the order ``jaxdiff --help`` lists them.
-COMMANDS = (demo, train, sample, oracle, bench)
+COMMANDS = (demo, train, sample, oracle, bridge_train, bridge_sample, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -48,12 +48,14 @@ class MLP(nnx.Module):
     outputs 0 and a preconditioned denoiser starts at `c_skip x`).
 
     **Arguments:** `dim` (data dimension), `hidden` width, `depth` number of residual blocks,
-    `emb_dim` width of the noise features, `embedding` `"fourier"` or `"sinusoidal"`,
+    `in_dim` the input width (default `dim`; e.g. `2 dim` for an input concatenated with a
+    conditioning vector of the same size, see `ConcatConditioned`), `emb_dim` width of the
+    noise features, `embedding` `"fourier"` or `"sinusoidal"`,
     `num_classes` (0: unconditional; else labels in `[0, num_classes)` and `-1` for "no label",
     a learned null class used for label dropout and classifier-free guidance),
     `param_dtype` of the weights, `rngs` (stream `params`).
 
-    **Call:** `x` of shape `(B, dim)` (float32 or float64: computed and returned in `x.dtype`),
+    **Call:** `x` of shape `(B, in_dim)` (float32 or float64: computed and returned in `x.dtype`),
     `c_noise` a scalar or shape `(B,)`, `labels` `None` (all null) or int `(B,)`.
     """
 
@@ -67,9 +69,11 @@ class MLP(nnx.Module):
         embedding: str = "fourier",
         num_classes: int = 0,
         param_dtype=jnp.float32,
+        in_dim: int | None = None,
         rngs: nnx.Rngs,
     ):
         self.dim = check_positive_int("dim", dim)
+        self.in_dim = self.dim if in_dim is None else check_positive_int("in_dim", in_dim)
         hidden = check_positive_int("hidden", hidden)
         depth = check_positive_int("depth", depth, minimum=0)
         self.num_classes = check_positive_int("num_classes", num_classes, minimum=0)
@@ -80,7 +84,7 @@ class MLP(nnx.Module):
         self.label_embedding = (
             nnx.Embed(self.num_classes + 1, hidden, **kw) if self.num_classes else None
         )
-        self.inp = nnx.Linear(self.dim, hidden, kernel_init=_xavier, **kw)
+        self.inp = nnx.Linear(self.in_dim, hidden, kernel_init=_xavier, **kw)
         self.blocks = nnx.List(
             [_Block(hidden, param_dtype=param_dtype, rngs=rngs) for _ in range(depth)]
         )
@@ -89,8 +93,9 @@ class MLP(nnx.Module):
 
     def __call__(self, x, c_noise, labels=None) -> jax.Array:
         x = check_float_input(x)
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must have shape (batch, dim={self.dim}), got {x.shape}")
+        if x.ndim != 2 or x.shape[1] != self.in_dim:
+            what = "dim" if self.in_dim == self.dim else "in_dim"
+            raise ValueError(f"x must have shape (batch, {what}={self.in_dim}), got {x.shape}")
         batch = x.shape[0]
         c = batch_noise(c_noise, batch, x.dtype)
         idx = label_index(labels, batch, self.num_classes)

@@ -124,11 +124,13 @@ class UNet(nnx.Module):
     `num_res_blocks`, `attention_resolutions`, `num_heads` (must divide the widths where
     attention is used), `dropout` rate (> 0 draws from the `dropout` stream of `rngs` kept by
     the module; switch it off for sampling with `nnx.view(model, deterministic=True)` or
-    `model.eval()`), `num_classes`, `embedding`, `param_dtype`, `rngs`.
+    `model.eval()`), `num_classes`, `embedding`, `param_dtype`, `out_channels` (default
+    `in_channels`; fewer when the input carries conditioning channels, see
+    `ConcatConditioned`), `rngs`.
 
     **Call:** `x` of shape `(B, image_size, image_size, in_channels)` (float32 or float64;
-    computed and returned in `x.dtype`), `c_noise` a scalar or `(B,)`, `labels` `None` or int
-    `(B,)`.
+    computed and returned in `x.dtype`, with `out_channels` channels), `c_noise` a scalar or
+    `(B,)`, `labels` `None` or int `(B,)`.
     """
 
     def __init__(
@@ -145,10 +147,16 @@ class UNet(nnx.Module):
         num_classes: int = 0,
         embedding: str = "fourier",
         param_dtype=jnp.float32,
+        out_channels: int | None = None,
         rngs: nnx.Rngs,
     ):
         self.image_size = check_positive_int("image_size", image_size)
         self.in_channels = check_positive_int("in_channels", in_channels)
+        self.out_channels = (
+            self.in_channels
+            if out_channels is None
+            else check_positive_int("out_channels", out_channels)
+        )
         channels = check_positive_int("channels", channels)
         mults = tuple(channel_mults)
         if not mults:
@@ -222,7 +230,7 @@ class UNet(nnx.Module):
                 res *= 2
         self.decoder = nnx.List(dec)
         self.out_norm = _norm(ch, kw)
-        self.conv_out = _conv(ch, self.in_channels, kw, zero=True)
+        self.conv_out = _conv(ch, self.out_channels, kw, zero=True)
 
     @staticmethod
     def _apply(layers, h, e):

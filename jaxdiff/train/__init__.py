@@ -28,6 +28,12 @@ from .losses import (
     linear_betas as linear_betas,
 )
 from .optim import adamw as adamw, learning_rate as learning_rate
+from .pairs import (
+    COUPLINGS as COUPLINGS,
+    PAIRINGS as PAIRINGS,
+    degrade_digits as degrade_digits,
+    pair_dataset as pair_dataset,
+)
 from .step import (
     TrainState as TrainState,
     TrainStep as TrainStep,

@@ -45,19 +45,23 @@ RING_RADIUS = math.sqrt(2.0 * (1.0 - RING_STD**2))
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """A dataset in memory: a pytree whose leaves are ``x`` and ``labels``.
+    """A dataset in memory: a pytree whose leaves are ``x``, ``labels`` and ``cond``.
 
     Attributes:
         x: the examples, float32, shape (N, D) for vectors or (N, H, W, C) for images.
         labels: int32 class labels, shape (N,), or None.
         name: the dataset's name (a toy's name, "digits", or the .npy path).
         kind: "vectors" or "images".
+        cond: an optional conditioning array paired with ``x`` example by example, shape
+            (N, ...): e.g. the other end ``x_T`` of a diffusion bridge (`pair_dataset`). None
+            (the default) for unpaired data.
     """
 
     x: jax.Array
     labels: jax.Array | None
     name: str = dataclasses.field(metadata={"static": True})
     kind: Literal["vectors", "images"] = dataclasses.field(metadata={"static": True})
+    cond: jax.Array | None = None
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -250,10 +254,12 @@ def split(dataset: Dataset, fraction: float, key: jax.Array) -> tuple[Dataset, D
     held, train = np.sort(perm[:n_held]), np.sort(perm[n_held:])
     x = np.asarray(dataset.x)
     labels = None if dataset.labels is None else np.asarray(dataset.labels)
+    cond = None if dataset.cond is None else np.asarray(dataset.cond)
 
     def take(idx):
         part = None if labels is None else jnp.asarray(labels[idx])
-        return Dataset(jnp.asarray(x[idx]), part, name=dataset.name, kind=dataset.kind)
+        paired = None if cond is None else jnp.asarray(cond[idx])
+        return Dataset(jnp.asarray(x[idx]), part, name=dataset.name, kind=dataset.kind, cond=paired)
 
     return take(train), take(held)
 
@@ -279,7 +285,8 @@ def batch_at(
         key: the data-order key.
 
     Returns:
-        ``{"x": (batch_size, ...)}`` plus ``"labels"`` when the dataset has labels.
+        ``{"x": (batch_size, ...)}`` plus ``"labels"`` when the dataset has labels and
+        ``"cond"`` (the same examples' conditioning) when it has ``cond``.
     """
     n = dataset.x.shape[0]
     batch_size = _count("batch_size", batch_size)
@@ -294,4 +301,6 @@ def batch_at(
     batch = {"x": jnp.take(dataset.x, idx, axis=0)}
     if dataset.labels is not None:
         batch["labels"] = jnp.take(dataset.labels, idx, axis=0)
+    if dataset.cond is not None:
+        batch["cond"] = jnp.take(dataset.cond, idx, axis=0)
     return batch
