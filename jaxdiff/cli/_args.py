@@ -61,3 +61,15 @@ def finite_float(text: str) -> float:
     if value != value or value in (float("inf"), float("-inf")):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return value
+
+
+def output_file_problem(path, suffixes=(".png", ".npy")) -> str | None:
+    """Why `path` cannot take a command's output (wrong suffix, missing directory), or None."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        return f"--out must end in {' or '.join(suffixes)}, got {str(path)!r}"
+    if not path.parent.is_dir():
+        return f"--out: directory {str(path.parent)!r} does not exist"
+    return None

@@ -28,7 +28,7 @@ def network_config(
     kind: str, shape: tuple[int, ...], *, num_classes: int, width: int | None = None
 ) -> dict[str, Any]:
     """Default architecture for a dataset of `kind` ("vectors" | "images") and event `shape`;
-    `width` is the MLP's hidden size (default 128) or the U-Net's base channels (default 64)."""
+    `width` is the MLP's hidden size (default 128) or the U-Net's base channels (default 32)."""
     if kind == "vectors":
         return {
             "arch": "mlp",
@@ -45,9 +45,9 @@ def network_config(
         "arch": "unet",
         "image_size": int(height),
         "in_channels": int(channels),
-        "channels": int(width or 64),
+        "channels": int(width or 32),
         "channel_mults": [1, 2],
-        "num_res_blocks": 2,
+        "num_res_blocks": 1,
         "attention_resolutions": [max(int(height) // 2, 1)],
         "num_classes": int(num_classes),
     }

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._args import finite_float, int_at_least, nonnegative_int
+from ._args import finite_float, int_at_least, nonnegative_int, output_file_problem
 
 NAME = "bridge-sample"
 HELP = "sample a 'jaxdiff bridge-train' run from held-out x_T (DBIM or DDBM) to a PNG or .npy"
@@ -142,10 +142,9 @@ def run(args: argparse.Namespace) -> int:
     from .bridge_train import NAME as TRAIN_NAME, build_bridge, build_bridge_network, precond
 
     out = Path(args.out)
-    if out.suffix.lower() not in (".png", ".npy"):
-        return _error(f"--out must end in .png or .npy, got {str(out)!r}")
-    if not out.parent.is_dir():
-        return _error(f"--out: directory {str(out.parent)!r} does not exist")
+    problem = output_file_problem(out)
+    if problem:
+        return _error(problem)
     try:
         solver = _solver(args)
     except ValueError as err:

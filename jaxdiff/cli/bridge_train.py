@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._args import int_at_least, nonnegative_int, positive_float, unit_interval
+from ._args import int_at_least
+from .train import add_run_arguments
 
 NAME = "bridge-train"
 HELP = (
@@ -65,59 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="{angle,independent}",
         help="how 2-D pairs are coupled (default: %(default)s)",
     )
-    parser.add_argument(
-        "--batch-size",
-        type=int_at_least(1),
-        default=None,
-        metavar="B",
-        help="batch size (default: 256 for 2-D data, 128 for images)",
-    )
-    parser.add_argument(
-        "--lr",
-        type=positive_float,
-        default=None,
-        help="peak learning rate (default: 2e-3 for 2-D data, 1e-3 for images)",
-    )
-    parser.add_argument(
-        "--warmup",
-        type=nonnegative_int,
-        default=None,
-        metavar="N",
-        help="warm-up steps (default: min(500, steps / 10))",
-    )
-    parser.add_argument(
-        "--ema",
-        type=unit_interval,
-        default=0.999,
-        metavar="DECAY",
-        help="EMA decay of the weights (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--width",
-        type=int_at_least(1),
-        default=None,
-        metavar="W",
-        help="network width: the MLP's hidden size (default 128) or the U-Net's base channels "
-        "(default 32)",
-    )
-    parser.add_argument(
-        "--ckpt-every",
-        type=int_at_least(1),
-        default=1000,
-        metavar="N",
-        help="checkpoint every N steps (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--keep",
-        type=int_at_least(1),
-        default=3,
-        metavar="K",
-        help="checkpoints to keep (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--seed", type=nonnegative_int, default=0, help="random seed (default: %(default)s)"
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_arguments(parser)
 
 
 def _error(message: str) -> int:
@@ -238,7 +187,7 @@ def training_config(args, dataset) -> dict[str, Any]:
         "sigma_data_T": sT,
         "cov": cov,
         "network": network_config(dataset.kind, dataset.x.shape[1:], width=args.width),
-        "batch_size": args.batch_size or (128 if images else 256),
+        "batch_size": args.batch_size or (64 if images else 256),
         "lr": args.lr or (1e-3 if images else 2e-3),
         "warmup": args.warmup,
         "ema": args.ema,

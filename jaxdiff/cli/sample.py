@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._args import finite_float, int_at_least, nonnegative_int, positive_float
+from ._args import finite_float, int_at_least, nonnegative_int, output_file_problem, positive_float
 
 NAME = "sample"
 HELP = "sample a trained run with any sampler (k-diffusion's names) to a PNG or .npy"
@@ -130,10 +130,9 @@ def run(args: argparse.Namespace) -> int:
     from ._model import build_network
 
     out = Path(args.out)
-    if out.suffix.lower() not in (".png", ".npy"):
-        return _error(f"--out must end in .png or .npy, got {str(out)!r}")
-    if not out.parent.is_dir():
-        return _error(f"--out: directory {str(out.parent)!r} does not exist")
+    problem = output_file_problem(out)
+    if problem:
+        return _error(problem)
     if not args.sigma_min < args.sigma_max:
         return _error(f"--sigma-min {args.sigma_min} must be < --sigma-max {args.sigma_max}")
     if args.schedule not in schedules.__all__ or args.schedule == "optimize":

@@ -41,12 +41,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="total training steps (a resumed run continues up to N)",
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="run directory")
+    add_run_arguments(parser)
+    parser.add_argument(
+        "--conditional",
+        action="store_true",
+        help="class-conditional model (needs labels: the digits)",
+    )
+    parser.add_argument(
+        "--label-dropout",
+        type=unit_interval,
+        default=0.1,
+        metavar="P",
+        help="probability of dropping the label, for classifier-free guidance "
+        "(default: %(default)s)",
+    )
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every training command shares (also used by ``jaxdiff bridge-train``):
+    batch size, learning rate, warm-up, EMA, width, checkpointing, seed and progress bar."""
     parser.add_argument(
         "--batch-size",
         type=int_at_least(1),
         default=None,
         metavar="B",
-        help="batch size (default: 256 for 2-D data, 128 for images)",
+        help="batch size (default: 256 for 2-D data, 64 for images)",
     )
     parser.add_argument(
         "--lr",
@@ -74,20 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="W",
         help="network width: the MLP's hidden size (default 128) or the U-Net's base channels "
-        "(default 64)",
-    )
-    parser.add_argument(
-        "--conditional",
-        action="store_true",
-        help="class-conditional model (needs labels: the digits)",
-    )
-    parser.add_argument(
-        "--label-dropout",
-        type=unit_interval,
-        default=0.1,
-        metavar="P",
-        help="probability of dropping the label, for classifier-free guidance "
-        "(default: %(default)s)",
+        "(default 32)",
     )
     parser.add_argument(
         "--ckpt-every",
@@ -131,7 +137,7 @@ def training_config(args, dataset) -> dict:
         "network": network_config(
             dataset.kind, dataset.x.shape[1:], num_classes=num_classes, width=args.width
         ),
-        "batch_size": args.batch_size or (128 if images else 256),
+        "batch_size": args.batch_size or (64 if images else 256),
         "lr": args.lr or (1e-3 if images else 2e-3),
         "warmup": args.warmup,
         "ema": args.ema,
