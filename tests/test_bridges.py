@@ -371,3 +371,19 @@ def test_bad_input():
         B.VE(sigma_max=-1.0)
     with pytest.raises(ValueError, match="cov"):
         B.GaussianPair(0.0, 0.0, 0.25, 0.25, 0.3)
+
+
+@pytest.mark.parametrize("bridge", [jd.bridges.VP(), jd.bridges.VE()], ids=["vp", "ve"])
+def test_h_transform_is_finite_and_continuous_at_t0(bridge, x64):
+    x = jnp.array([[0.5, -0.2]])
+    x_T = jnp.array([[-1.0, 0.3]])
+    at_0 = bridge.h_transform(x, jnp.asarray(0.0), x_T)
+    near_0 = bridge.h_transform(x, jnp.asarray(1e-7 * bridge.T), x_T)
+    assert bool(jnp.all(jnp.isfinite(at_0)))
+    assert jnp.allclose(at_0, near_0, rtol=1e-5)
+    # both forms agree where they meet (SNR_T / SNR_t = 1/2)
+    for t in (0.2, 0.5, 0.8):
+        t = jnp.asarray(t * bridge.T)
+        a, _, c = bridge.coefficients(t)
+        direct = (a * x_T - bridge.snr_ratio(t) * x) / c
+        assert jnp.allclose(bridge.h_transform(x, t, x_T), direct, rtol=1e-9)

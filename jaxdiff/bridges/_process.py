@@ -135,9 +135,20 @@ class AbstractBridge(eqx.Module):
         r"""$\nabla_{x_t}\log p(x_T \mid x_t) = \frac{(\alpha_t/\alpha_T) x_T - x_t}
         {\sigma_t^2(\mathrm{SNR}_t/\mathrm{SNR}_T - 1)} = \frac{a_t x_T - (\mathrm{SNR}_T/
         \mathrm{SNR}_t)\,x_t}{c_t}$, the drift added by Doob's h-transform (divided by $g^2$);
-        VE: $(x_T - x_t)/(T^2 - t^2)$. Singular at $t = T$."""
+        VE: $(x_T - x_t)/(T^2 - t^2)$. Singular at $t = T$.
+
+        Near $t = 0$ ($c_t \to 0$ and $\mathrm{SNR}_T/\mathrm{SNR}_t \to 0$: 0/0 above) the
+        same quantity is taken as $((\alpha_t/\alpha_T) x_T - x_t) / (\alpha_t^2 \sigma_T^2 /
+        \alpha_T^2 - \sigma_t^2)$, finite at $t = 0$; the first form, free of cancellation near
+        $T$, is used where $\mathrm{SNR}_T/\mathrm{SNR}_t \ge 1/2$."""
         a, _, c = (expand(v, x) for v in self.coefficients(t))
-        return (a * x_T - expand(self.snr_ratio(t), x) * x) / c
+        ratio = expand(self.snr_ratio(t), x)
+        near_T = (a * x_T - ratio * x) / c
+        alpha_t = expand(self.alpha(t), x)
+        alpha_T = self.alpha(jnp.asarray(self.T, alpha_t.dtype))
+        denom = alpha_t**2 * self.sigma_sq(jnp.asarray(self.T, alpha_t.dtype)) / alpha_T**2
+        near_0 = ((alpha_t / alpha_T) * x_T - x) / (denom - expand(self.sigma_sq(t), x))
+        return jnp.where(ratio < 0.5, near_0, near_T)
 
     def score(self, x, t, x_T, denoised):
         r"""The bridge score $\nabla_{x_t}\log q(x_t \mid x_T) \approx -(x_t - a_t x_T - b_t
