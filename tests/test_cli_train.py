@@ -200,15 +200,17 @@ def test_conditional_digits_with_guidance(tmp_path, capsys):
             "--steps",
             "4",
             "--num",
-            "12",
+            "20",
+            "--guidance",
+            "2.0",
             "--out",
             str(npy),
-        ],
+        ],  # the solver, grid, batch and guidance of the call above: no second compile
         capsys,
     )
     assert status == 0, err
-    assert np.load(npy).shape == (12, 8, 8, 1)
-    assert list(np.load(tmp_path / "g.labels.npy")) == [i % 10 for i in range(12)]
+    assert np.load(npy).shape == (20, 8, 8, 1)
+    assert list(np.load(tmp_path / "g.labels.npy")) == [i % 10 for i in range(20)]
     status, _, err = _run(
         ["sample", "--ckpt", str(run), "--class", "10", "--out", str(npy)], capsys
     )
