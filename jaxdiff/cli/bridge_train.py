@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ._args import int_at_least
-from .train import add_run_arguments
+from .train import add_run_arguments, merge_resumed, progress_bar
 
 NAME = "bridge-train"
 HELP = (
@@ -255,22 +255,9 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as err:
         return _error(f"--data: {err}")
 
-    if jt.latest_step(out) is not None:
-        try:
-            resumed = jt.read_config(out)
-        except ValueError as err:
-            return _error(str(err))
-        # options not given on the command line are taken from the run being resumed
-        for name in ("batch_size", "lr", "warmup"):
-            if getattr(args, name) is None:
-                config[name] = resumed.get(name, config[name])
-        differ = [k for k in _RESUME_KEYS if resumed.get(k) != config.get(k)]
-        if differ:
-            return _error(
-                f"{str(out)!r} holds a run with other settings ({', '.join(differ)}); "
-                "use another --out or the same options"
-            )
-        config = resumed | {"warmup": config["warmup"]}
+    config, problem = merge_resumed(out, config, args, _RESUME_KEYS)
+    if problem:
+        return _error(problem)
     if config["batch_size"] > len(dataset):
         return _error(
             f"--batch-size {config['batch_size']} exceeds the {len(dataset)} training pairs"
@@ -286,17 +273,7 @@ def run(args: argparse.Namespace) -> int:
     network = build_bridge_network(config["network"], seed=args.seed)
     optimizer = jt.adamw(config["lr"], warmup_steps=warmup, total_steps=steps)
 
-    bar = None
-    if not args.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=steps, desc=NAME, unit="step", dynamic_ncols=True)
-
-    def progress(step, metrics):
-        if bar is not None:
-            bar.n = step
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
-            bar.refresh()
+    bar, progress = progress_bar(steps, NAME, quiet=args.quiet)
 
     start = time.perf_counter()
     try:

@@ -180,23 +180,15 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         return _error(f"--data: {err}")
 
-    resumed_config = None
-    if jt.latest_step(out) is not None:
-        try:
-            resumed_config = jt.read_config(out)
-        except ValueError as err:
-            return _error(str(err))
-        # options not given on the command line are taken from the run being resumed
-        for name in ("batch_size", "lr", "warmup"):
-            if getattr(args, name) is None:
-                config[name] = resumed_config.get(name, config[name])
-        differ = [k for k in _RESUME_KEYS if resumed_config.get(k) != config.get(k)]
-        if differ:
-            return _error(
-                f"{str(out)!r} holds a run with other settings ({', '.join(differ)}); "
-                "use another --out or the same options"
-            )
-        config = resumed_config | {"warmup": config["warmup"]}
+    config, problem = merge_resumed(out, config, args, _RESUME_KEYS)
+    if problem:
+        return _error(problem)
+    try:
+        network = build_network(config["network"], seed=args.seed)
+    except ValueError as err:  # e.g. an image size the U-Net cannot downsample
+        return _error(f"--data: {err}")
+    if config["batch_size"] > len(dataset):
+        return _error(f"--batch-size {config['batch_size']} exceeds the {len(dataset)} examples")
     if config["batch_size"] % jax.local_device_count():
         return _error(
             f"--batch-size {config['batch_size']} must be divisible by the "
@@ -205,24 +197,10 @@ def run(args: argparse.Namespace) -> int:
 
     steps = args.steps
     warmup = config["warmup"] if config["warmup"] is not None else min(500, steps // 10)
-    try:
-        network = build_network(config["network"], seed=args.seed)
-    except ValueError as err:  # e.g. an image size the U-Net cannot downsample
-        return _error(f"--data: {err}")
     loss_fn = edm_loss_fn(config)
     optimizer = jt.adamw(config["lr"], warmup_steps=warmup, total_steps=steps)
 
-    bar = None
-    if not args.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=steps, desc="train", unit="step", dynamic_ncols=True)
-
-    def progress(step, metrics):
-        if bar is not None:
-            bar.n = step
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
-            bar.refresh()
+    bar, progress = progress_bar(steps, "train", quiet=args.quiet)
 
     start = time.perf_counter()
     try:
@@ -264,6 +242,48 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"already at step {result.resumed_from} >= --steps {steps}; nothing to do")
     return 0
+
+
+def merge_resumed(out, config: dict, args, keys) -> tuple[dict, str | None]:
+    """The config of a run in `out`, if there is one, merged with `config` (from the command
+    line): options not given (batch size, learning rate, warm-up) come from the stored run;
+    `keys` must agree. Returns `(config, None)` or `(config, error message)`."""
+    from .. import train as jt
+
+    if jt.latest_step(out) is None:
+        return config, None
+    try:
+        resumed = jt.read_config(out)
+    except ValueError as err:
+        return config, str(err)
+    for name in ("batch_size", "lr", "warmup"):
+        if getattr(args, name) is None:
+            config[name] = resumed.get(name, config[name])
+    differ = [k for k in keys if resumed.get(k) != config.get(k)]
+    if differ:
+        return config, (
+            f"{str(out)!r} holds a run with other settings ({', '.join(differ)}); "
+            "use another --out or the same options"
+        )
+    return resumed | {"warmup": config["warmup"]}, None
+
+
+def progress_bar(steps: int, desc: str, *, quiet: bool):
+    """A tqdm bar over `steps` (None when quiet) and the `progress(step, metrics)` callback of
+    `jaxdiff.train.fit` that moves it."""
+    bar = None
+    if not quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps, desc=desc, unit="step", dynamic_ncols=True)
+
+    def progress(step, metrics):
+        if bar is not None:
+            bar.n = step
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
+            bar.refresh()
+
+    return bar, progress
 
 
 def edm_loss_fn(config):
