@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
+from ..samplers._core import check_key
 from ._process import AbstractBridge, check_x_T
 from ._solver import AbstractBridgeSolver, check_steps
 
@@ -87,14 +88,6 @@ def _check_grid(grid, bridge) -> None:
         )
 
 
-def _check_key(key) -> None:
-    if not isinstance(key, jax.Array):
-        raise TypeError(f"key must be a JAX PRNG key, got {type(key).__name__}")
-    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-    if not (typed or (key.dtype == jnp.uint32 and key.shape == (2,))):
-        raise TypeError(f"key must be a JAX PRNG key, got an array of {key.dtype}{key.shape}")
-
-
 def sample(
     denoiser: Callable,
     x_T,
@@ -160,10 +153,10 @@ def sample(
     if solver.stochastic:
         if key is None:
             raise ValueError(f"{type(solver).__name__}({_options(solver)}) draws noise: pass key=")
-        _check_key(key)
+        check_key(key)
     else:
         if key is not None:
-            _check_key(key)
+            check_key(key)
         key = None  # deterministic: the key is unused and must not cause a recompile
     x0, trajectory = _sample(denoiser, x_T, grid, bridge, solver, key, bool(return_trajectory))
     return (x0, trajectory) if return_trajectory else x0

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ._args import int_at_least
-from .train import add_run_arguments, merge_resumed, progress_bar
+from .train import add_run_arguments, fit_or_report, merge_resumed
 
 NAME = "bridge-train"
 HELP = (
@@ -273,39 +273,22 @@ def run(args: argparse.Namespace) -> int:
     network = build_bridge_network(config["network"], seed=args.seed)
     optimizer = jt.adamw(config["lr"], warmup_steps=warmup, total_steps=steps)
 
-    bar, progress = progress_bar(steps, NAME, quiet=args.quiet)
-
     start = time.perf_counter()
-    try:
-        result = jt.fit(
-            network,
-            dataset,
-            bridge_loss_fn(config),
-            steps=steps,
-            batch_size=config["batch_size"],
-            out_dir=out,
-            optimizer=optimizer,
-            ema_decay=config["ema"],
-            seed=config["seed"],
-            ckpt_every=args.ckpt_every,
-            keep=args.keep,
-            config=config,
-            progress=progress,
-        )
-    except KeyboardInterrupt:
-        if bar is not None:
-            bar.close()
-        last = jt.latest_step(out)
-        print(
-            f"jaxdiff {NAME}: interrupted; last checkpoint at step {last} in {out}",
-            file=sys.stderr,
-        )
-        return 130
-    except ValueError as err:  # a CheckpointError of the run being resumed
-        return _error(str(err))
-    finally:
-        if bar is not None:
-            bar.close()
+    result = fit_or_report(
+        NAME,
+        network,
+        dataset,
+        bridge_loss_fn(config),
+        config,
+        out=out,
+        steps=steps,
+        optimizer=optimizer,
+        ckpt_every=args.ckpt_every,
+        keep=args.keep,
+        quiet=args.quiet,
+    )
+    if isinstance(result, int):
+        return result
     seconds = time.perf_counter() - start
     if result.resumed_from is not None:
         print(f"resumed from step {result.resumed_from} in {out}")

@@ -200,36 +200,22 @@ def run(args: argparse.Namespace) -> int:
     loss_fn = edm_loss_fn(config)
     optimizer = jt.adamw(config["lr"], warmup_steps=warmup, total_steps=steps)
 
-    bar, progress = progress_bar(steps, "train", quiet=args.quiet)
-
     start = time.perf_counter()
-    try:
-        result = jt.fit(
-            network,
-            dataset,
-            loss_fn,
-            steps=steps,
-            batch_size=config["batch_size"],
-            out_dir=out,
-            optimizer=optimizer,
-            ema_decay=config["ema"],
-            seed=config["seed"],
-            ckpt_every=args.ckpt_every,
-            keep=args.keep,
-            config=config,
-            progress=progress,
-        )
-    except KeyboardInterrupt:
-        if bar is not None:
-            bar.close()
-        last = jt.latest_step(out)
-        print(
-            f"jaxdiff train: interrupted; last checkpoint at step {last} in {out}", file=sys.stderr
-        )
-        return 130
-    finally:
-        if bar is not None:
-            bar.close()
+    result = fit_or_report(
+        "train",
+        network,
+        dataset,
+        loss_fn,
+        config,
+        out=out,
+        steps=steps,
+        optimizer=optimizer,
+        ckpt_every=args.ckpt_every,
+        keep=args.keep,
+        quiet=args.quiet,
+    )
+    if isinstance(result, int):
+        return result
     seconds = time.perf_counter() - start
     if result.resumed_from is not None:
         print(f"resumed from step {result.resumed_from} in {out}")
@@ -284,6 +270,47 @@ def progress_bar(steps: int, desc: str, *, quiet: bool):
             bar.refresh()
 
     return bar, progress
+
+
+def fit_or_report(
+    name, network, dataset, loss_fn, config, *, out, steps, optimizer, ckpt_every, keep, quiet
+):
+    """`jaxdiff.train.fit` with a progress bar, for the training commands. Returns the
+    `FitResult`, or an exit status after printing one line: 130 when interrupted (the last
+    checkpoint is kept and named), 2 for a run directory that cannot be resumed."""
+    from .. import train as jt
+
+    bar, progress = progress_bar(steps, name, quiet=quiet)
+    try:
+        return jt.fit(
+            network,
+            dataset,
+            loss_fn,
+            steps=steps,
+            batch_size=config["batch_size"],
+            out_dir=out,
+            optimizer=optimizer,
+            ema_decay=config["ema"],
+            seed=config["seed"],
+            ckpt_every=ckpt_every,
+            keep=keep,
+            config=config,
+            progress=progress,
+        )
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        last = jt.latest_step(out)
+        print(
+            f"jaxdiff {name}: interrupted; last checkpoint at step {last} in {out}", file=sys.stderr
+        )
+        return 130
+    except ValueError as err:  # a CheckpointError of the run being resumed
+        print(f"jaxdiff {name}: error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def edm_loss_fn(config):
