@@ -3,8 +3,6 @@ fixed-step or adaptive, reporting the function evaluations used."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import diffrax as dfx
 import equinox as eqx
 import jax
@@ -12,17 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._processes import AbstractProcess
+from ._results import GenericResult
 from ._sde import solve_sde
 from ._sde._solve import DiagonalDiffusion, time_reversed
 from ._sde._solvers import ODE_SOLVERS, SDE_SOLVERS
-
-
-class GenericResult(NamedTuple):
-    """What `sample_ode`/`sample_sde` return."""
-
-    x: jax.Array  # samples at t_min, in process space (divide by scale(t_min) for data units)
-    nfe: jax.Array  # score evaluations used (per sample batch)
-    num_steps: jax.Array  # solver steps taken (accepted and rejected)
 
 
 def _stages(solver: dfx.AbstractSolver) -> tuple[int, int]:

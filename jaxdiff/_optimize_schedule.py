@@ -13,7 +13,8 @@ import jax.random as jr
 import optax
 
 from .samplers._base import AbstractSampler
-from .samplers._core import as_denoiser, sample
+from ._checks import check_model
+from .samplers._core import sample
 
 
 class OptimizedSchedule(NamedTuple):
@@ -100,7 +101,10 @@ def optimize(
         raise ValueError(f"objective must be 'rms' or 'log_rms', got {objective!r}")
     if not (isinstance(iterations, int) and iterations >= 1):
         raise ValueError(f"iterations must be a positive int, got {iterations!r}")
-    dens = [as_denoiser(d) for d in (denoisers if isinstance(denoisers, Sequence) else [denoisers])]
+    dens = [
+        check_model("denoiser", d, "denoiser(x, sigma)")
+        for d in (denoisers if isinstance(denoisers, Sequence) else [denoisers])
+    ]
     if not dens:
         raise ValueError("denoisers must not be empty")
     if len(shape) > 0 and all(isinstance(s, Sequence) for s in shape):

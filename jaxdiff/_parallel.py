@@ -22,7 +22,8 @@ import jax.random as jr
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from .samplers._core import check_sample_key, sample
+from ._checks import check_sample_key
+from .samplers._core import sample
 
 __all__ = ["per_sample_keys", "replicate", "sample_chunked", "shard_batch"]
 

@@ -53,7 +53,8 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from .samplers._core import as_denoiser, check_key, sample
+from ._checks import check_key, check_model
+from .samplers._core import sample
 from .samplers.analytic_dpm import AnalyticDPM, optimal_variance_step
 
 __all__ = [
@@ -157,7 +158,7 @@ def estimate_gamma(
 
     **Returns:** `Gamma`, shaped like `alpha_bars`, in `data.dtype`.
     """
-    denoiser = as_denoiser(denoiser)
+    denoiser = check_model("denoiser", denoiser, "denoiser(x, sigma)")
     check_key(key)
     data = jnp.asarray(data)
     if data.ndim < 2 or not jnp.issubdtype(data.dtype, jnp.floating):
@@ -392,7 +393,7 @@ def nll_bound(denoiser, x0, key: jax.Array, alpha_bars, *, timesteps, variances)
 
     **Returns:** shape `(batch,)`.
     """
-    denoiser = as_denoiser(denoiser)
+    denoiser = check_model("denoiser", denoiser, "denoiser(x, sigma)")
     check_key(key)
     x0 = jnp.asarray(x0)
     ab_t, ab_s, _ = _trajectory(alpha_bars, timesteps)

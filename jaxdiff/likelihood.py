@@ -15,7 +15,7 @@ probes drawn once per solve (Skilling 1989; Hutchinson 1990; Grathwohl et al. 20
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import diffrax as dfx
 import equinox as eqx
@@ -26,8 +26,10 @@ import numpy as np
 
 from ._generic import _stages
 from ._processes import AbstractProcess
+from ._results import LikelihoodResult
 from ._sde._solvers import ODE_SOLVERS
-from .samplers._core import as_denoiser, check_denoiser, check_key
+from ._checks import check_key, check_model
+from .samplers._core import check_denoiser
 
 _PROBES = ("rademacher", "gaussian")
 
@@ -38,17 +40,6 @@ __all__ = [
     "log_likelihood",
     "log_likelihood_process",
 ]
-
-
-class LikelihoodResult(NamedTuple):
-    """What `log_likelihood(..., return_info=True)` and `log_likelihood_process` return."""
-
-    log_p: jax.Array  # log-density at the start of the ODE, nats per sample, shape (batch,)
-    prior_log_p: jax.Array  # log-density of the prior at the end point, shape (batch,)
-    delta_log_p: jax.Array  # the integrated divergence, log_p - prior_log_p, shape (batch,)
-    x_T: jax.Array  # the end point of the ODE (the latent), shaped like x
-    nfe: jax.Array  # vector-field evaluations (each: one model call with its JVPs)
-    num_steps: jax.Array  # solver steps taken (accepted and rejected)
 
 
 # ------------------------------------------------------------------------------ checks
@@ -274,7 +265,7 @@ def log_likelihood(
     x = _check_x(x)
     sigma_min, sigma_max = _check_range("sigma_min", sigma_min, "sigma_max", sigma_max)
     solver = _check_options(key, num_probes, probe, steps, rtol, atol, max_steps, solver)
-    denoiser = as_denoiser(denoiser)
+    denoiser = check_model("denoiser", denoiser, "denoiser(x, sigma)")
     check_denoiser(denoiser, x, jnp.asarray(sigma_min, x.dtype))
     x_T, delta, n = _solve(
         _SigmaField(denoiser),

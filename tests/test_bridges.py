@@ -347,7 +347,7 @@ def test_bad_input():
         B.sample(den, x_T, br, key=key)
     with pytest.raises(ValueError, match="steps"):
         B.sample(den, x_T, br, steps=0, key=key)
-    with pytest.raises(ValueError, match="start below T"):
+    with pytest.raises(ValueError, match="start below T = 80"):
         B.sample(den, x_T, br, grid=jnp.array([80.0, 1.0, 0.0]), key=key)
     with pytest.raises(ValueError, match="end at t = 0"):
         B.sample(den, x_T, br, grid=jnp.array([70.0, 1.0]), key=key)

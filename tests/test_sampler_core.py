@@ -126,7 +126,7 @@ def test_bad_input():
     good = jnp.asarray(karras_np(4))
     with pytest.raises(ValueError, match="sigmas must be strictly decreasing"):
         jd.sample(gm.denoiser, x, jnp.array([1.0, 2.0, 0.0]))
-    with pytest.raises(ValueError, match="sigmas must end at 0"):
+    with pytest.raises(ValueError, match="sigmas must end at sigma = 0"):
         jd.sample(gm.denoiser, x, jnp.array([2.0, 1.0]))
     with pytest.raises(ValueError, match="sigmas must be 1-D"):
         jd.sample(gm.denoiser, x, jnp.array([0.0]))
@@ -134,8 +134,15 @@ def test_bad_input():
         jd.sample(lambda x, s: x[:, :1], x, good)
     with pytest.raises(TypeError, match="denoiser must be callable"):
         jd.sample(3.0, x, good)
-    with pytest.raises(TypeError, match="solver must be a jaxdiff.samplers"):
-        jd.sample(gm.denoiser, x, good, solver="heun")
+    with pytest.raises(TypeError, match="solver must be a sampler name"):
+        jd.sample(gm.denoiser, x, good, solver=3)
+    with pytest.raises(ValueError, match="unknown sampler 'hewn'"):
+        jd.sample(gm.denoiser, x, good, solver="hewn")
+    # by name: the same program as the instance
+    np.testing.assert_array_equal(
+        jd.sample(gm.denoiser, x, good, solver="dpmpp_2m"),
+        jd.sample(gm.denoiser, x, good, solver=jd.samplers.DPMpp2M()),
+    )
     with pytest.raises(TypeError, match="x must be a floating-point"):
         jd.sample(gm.denoiser, jnp.ones((4, 2), int), good)
     stochastic = [s for s in SAMPLERS if s.stochastic]

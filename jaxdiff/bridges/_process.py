@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
+from .._checks import check_float_array
+
 __all__ = ["VE", "VP", "AbstractBridge"]
 
 
@@ -50,11 +52,7 @@ def check_x_T(x_T, *, like=None, name: str = "x_T") -> jax.Array:
         )
     if not isinstance(x_T, jax.Array | np.ndarray | float | int | list | tuple):
         raise TypeError(f"{name} must be an array of shape (batch, ...), got {type(x_T).__name__}")
-    x_T = jnp.asarray(x_T)
-    if not jnp.issubdtype(x_T.dtype, jnp.floating):
-        raise TypeError(f"{name} must be a floating-point array, got dtype {x_T.dtype}")
-    if x_T.ndim < 1 or x_T.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty batch of shape (batch, ...), got {x_T.shape}")
+    x_T = check_float_array(name, x_T, batch=True)
     if like is not None and x_T.shape != jnp.shape(like):
         raise ValueError(
             f"{name} must have the shape of x {jnp.shape(like)} (one endpoint per sample), "

@@ -47,16 +47,3 @@ class AbstractBridgeSolver(eqx.Module):
     @abc.abstractmethod
     def step(self, denoise, x, carry, i, ts, x_T, bridge: AbstractBridge, key, *, final: bool):
         """One step from `ts[i]` to `ts[i + 1]` (which is 0 when `final`)."""
-
-
-def check_steps(steps) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int):
-        try:
-            import operator
-
-            steps = operator.index(steps)
-        except TypeError:
-            raise TypeError(f"steps must be an int, got {type(steps).__name__}") from None
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    return int(steps)

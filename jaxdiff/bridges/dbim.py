@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from ._solver import AbstractBridgeSolver, check_steps
+from .._checks import check_count
+from ._solver import AbstractBridgeSolver
 
 
 def _log_b_over_c(bridge, t):
@@ -55,7 +56,7 @@ class DBIM(AbstractBridgeSolver):
         return True  # the booting noise, even for eta = 0
 
     def nfe(self, steps: int) -> int:
-        return check_steps(steps) + 1
+        return check_count("steps", steps) + 1
 
     def init(self, denoise, x_T, ts, bridge, key):
         t0 = ts[0]

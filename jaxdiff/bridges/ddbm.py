@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
+from .._checks import check_count
 from ._process import expand
-from ._solver import AbstractBridgeSolver, check_steps
+from ._solver import AbstractBridgeSolver
 
 
 class DDBM(AbstractBridgeSolver):
@@ -47,7 +48,7 @@ class DDBM(AbstractBridgeSolver):
         return float(self.churn) > 0
 
     def nfe(self, steps: int) -> int:
-        steps = check_steps(steps)
+        steps = check_count("steps", steps)
         return (3 if self.stochastic else 2) * steps - 1
 
     def init(self, denoise, x_T, ts, bridge, key):

@@ -1,0 +1,275 @@
+"""The one home of jaxdiff's boundary checks.
+
+Every public entry point checks its arguments here, at the Python boundary, before anything is
+compiled; every error names the argument and what was expected. One rule decides the type:
+
+- `TypeError`: the argument is of the wrong *kind*: not an integer where a count is expected
+  (a float or a bool included), not an array, not a floating dtype, not callable, not a PRNG
+  key, not an instance of the expected class, not a name where a name is expected.
+- `ValueError`: the kind is right but the *value* is wrong: out of range, the wrong shape,
+  not finite, not decreasing, an unknown name.
+
+Value checks run only on concrete values; a traced argument (inside `jit`) passes through to
+the shape checks alone (`is_traced`).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+
+__all__ = [
+    "PairDenoiser",
+    "check_callable",
+    "check_count",
+    "check_float_array",
+    "check_grid",
+    "check_key",
+    "check_model",
+    "check_model_output",
+    "check_number",
+    "check_output",
+    "check_positive",
+    "check_range",
+    "check_sample_key",
+    "is_per_sample_key",
+    "is_traced",
+    "lookup",
+    "strong",
+]
+
+
+def is_traced(x: Any) -> bool:
+    """Whether any leaf of `x` is a JAX tracer (then its values are unknown at the boundary)."""
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jtu.tree_leaves(x))
+
+
+def check_count(name: str, value: Any, *, minimum: int = 1) -> int:
+    """A Python integer `>= minimum`: a float, a bool or an array is a `TypeError` (counts fix
+    shapes and loop lengths, so they must be concrete integers); a smaller one a `ValueError`."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}"
+        ) from None
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_number(name: str, value: Any) -> float | None:
+    """A real scalar's value as a float, `None` when traced; `TypeError` for a non-number or a
+    non-scalar array, `ValueError` for a non-finite value."""
+    if is_traced(value):
+        if jnp.ndim(value) != 0:
+            raise ValueError(f"{name} must be a scalar, got shape {jnp.shape(value)}")
+        return None
+    if isinstance(value, bool) or value is None:
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    try:
+        arr = np.asarray(value)
+    except Exception as e:
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from e
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    if arr.ndim != 0:
+        raise ValueError(f"{name} must be a scalar, got shape {arr.shape}")
+    v = float(arr)
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    return v
+
+
+def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
+    """`value > 0` (or `>= 0` with `allow_zero`), checked when concrete."""
+    v = check_number(name, value)
+    if v is not None and not (v >= 0 if allow_zero else v > 0):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {v}")
+
+
+def check_range(lo_name: str, lo: Any, hi_name: str, hi: Any, *, allow_zero: bool = False):
+    """`0 < lo < hi` (or `0 <= lo < hi` with `allow_zero`), both finite, checked when concrete."""
+    check_positive(lo_name, lo, allow_zero=allow_zero)
+    check_positive(hi_name, hi)
+    if not is_traced((lo, hi)) and not float(lo) < float(hi):
+        raise ValueError(
+            f"{lo_name} must be < {hi_name}, got {lo_name}={float(lo)}, {hi_name}={float(hi)}"
+        )
+
+
+def strong(x: jax.Array) -> jax.Array:
+    """`x` with a strong dtype: a weakly typed input (a Python float turned array) would
+    otherwise compile a second program for the same shapes."""
+    return x.astype(x.dtype)
+
+
+def check_float_array(name: str, x: Any, *, batch: bool = False) -> jax.Array:
+    """`x` as a floating-point `jax.Array` with a strong dtype; with `batch`, batch-first with
+    at least one sample."""
+    try:
+        x = jnp.asarray(x)
+    except Exception as e:
+        raise TypeError(f"{name} must be a floating-point array, got {type(x).__name__}") from e
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
+    if batch and (x.ndim < 1 or x.shape[0] < 1):
+        raise ValueError(f"{name} must be batch-first with shape (batch, ...), got {x.shape}")
+    return strong(x)
+
+
+def check_callable(name: str, fn: Any, signature: str) -> None:
+    """`fn` must be callable as `signature` (e.g. `"denoiser(x, sigma)"`)."""
+    if not callable(fn):
+        raise TypeError(f"{name} must be callable as {signature}, got {type(fn).__name__}")
+
+
+def check_output(out: Any, like: jax.ShapeDtypeStruct | jax.Array, call: str, like_name: str):
+    """The abstract output `out` of `call` (from `jax.eval_shape`) must be an array with the
+    shape and dtype of `like_name`."""
+    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != like.shape:
+        got = getattr(out, "shape", type(out).__name__)
+        raise ValueError(
+            f"{call} must return an array shaped like {like_name} {like.shape}, got {got}"
+        )
+    if out.dtype != like.dtype:
+        raise ValueError(
+            f"{call} must keep the dtype of {like_name} ({like.dtype}), got {out.dtype}"
+        )
+
+
+def check_model_output(fn: Callable, args: tuple, like: jax.Array, call: str, like_name: str):
+    """Traces `fn(*args)` abstractly (no FLOPs) and checks its output with `check_output`."""
+    out = eqx.filter_eval_shape(fn, *args)
+    check_output(out, like, call, like_name)
+
+
+class PairDenoiser(eqx.Module):
+    """A `(fn, params)` pair as a model: `fn(params, *args)`, with `params` traced so that new
+    weights do not recompile."""
+
+    fn: Callable = eqx.field(static=True)
+    params: Any
+
+    def __call__(self, *args):
+        return self.fn(self.params, *args)
+
+
+def check_model(name: str, model: Any, signature: str) -> Callable:
+    """A model callable from a callable or a `(fn, params)` pair (`fn(params, ...)`)."""
+    if isinstance(model, tuple):
+        if len(model) != 2 or not callable(model[0]):
+            raise TypeError(
+                f"{name} as a tuple must be a (fn, params) pair with fn(params, ...) "
+                f"standing for {signature}"
+            )
+        return PairDenoiser(model[0], model[1])
+    if not callable(model):
+        raise TypeError(
+            f"{name} must be callable as {signature} or a (fn, params) pair, "
+            f"got {type(model).__name__}"
+        )
+    return model
+
+
+def check_key(key: Any, name: str = "key") -> None:
+    """One JAX PRNG key: a typed key array of shape `()` or a raw `uint32[2]`."""
+    if not isinstance(key, jax.Array):
+        raise TypeError(f"{name} must be a JAX PRNG key, got {type(key).__name__}")
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.ndim != 0:
+            raise ValueError(f"{name} must be one PRNG key, got an array of {key.shape} keys")
+        return
+    if not (key.dtype == jnp.uint32 and key.shape == (2,)):
+        raise TypeError(f"{name} must be a JAX PRNG key, got an array of {key.dtype}{key.shape}")
+
+
+def is_per_sample_key(key: Any) -> bool:
+    """Whether `key` is a batch of keys (one per sample): typed keys of shape `(batch,)` or
+    raw uint32 keys of shape `(batch, 2)`."""
+    if not isinstance(key, jax.Array):
+        return False
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key.ndim == 1
+    return key.dtype == jnp.uint32 and key.ndim == 2 and key.shape[1] == 2
+
+
+def check_sample_key(key: Any, x: jax.Array, name: str = "key") -> bool:
+    """One key, or one per sample of batch-first `x`; returns whether it is per sample."""
+    if is_per_sample_key(key):
+        if x.ndim < 1 or key.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"per-sample {name}s must have one key per sample: got {key.shape[0]} keys for "
+                f"x of shape {x.shape}"
+            )
+        return True
+    check_key(key, name)
+    return False
+
+
+def check_grid(
+    grid: Any,
+    *,
+    name: str = "sigmas",
+    unit: str = "sigma",
+    below: float | None = None,
+    below_name: str = "",
+) -> jax.Array:
+    """A fixed-sampler grid: 1-D, at least 2 entries, finite, strictly decreasing, ending at 0
+    (the k-diffusion convention); with `below`, the first entry must be smaller. Values are
+    checked only when concrete. Returns it as an array."""
+    if not is_traced(grid):
+        try:
+            arr = np.asarray(grid, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise TypeError(
+                f"{name} must be a 1-D array of {unit} values, got {type(grid).__name__}"
+            ) from e
+        if arr.ndim != 1 or arr.shape[0] < 2:
+            raise ValueError(f"{name} must be 1-D with at least 2 entries, got shape {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} must be finite")
+        if arr[-1] != 0:
+            raise ValueError(f"{name} must end at {unit} = 0, got {arr[-1]}")
+        if not np.all(np.diff(arr) < 0):
+            raise ValueError(f"{name} must be strictly decreasing, got {arr}")
+        if below is not None and not arr[0] < below:
+            where = f"{below_name} = {below}" if below_name else f"{below}"
+            raise ValueError(f"{name} must start below {where}, got {arr[0]}")
+    grid = jnp.asarray(grid)
+    if grid.ndim != 1 or grid.shape[0] < 2:
+        raise ValueError(f"{name} must be 1-D with at least 2 entries, got shape {grid.shape}")
+    return grid
+
+
+def lookup(
+    name: str,
+    value: Any,
+    registry: Mapping[str, Callable[[], Any]],
+    instance_of: type | tuple[type, ...],
+    what: str,
+) -> Any:
+    """A solver (or sampler) given by instance or by name: an instance of `instance_of` passes
+    through, a name in `registry` (name -> zero-argument factory) is built, anything else is a
+    `TypeError` (wrong kind) or a `ValueError` (unknown name, listing the known ones)."""
+    if isinstance(value, instance_of):
+        return value
+    if isinstance(value, str):
+        if value not in registry:
+            raise ValueError(
+                f"unknown {what} {value!r} for {name}; expected one of: {', '.join(registry)}"
+            )
+        return registry[value]()
+    raise TypeError(
+        f"{name} must be a {what} name (one of: {', '.join(registry)}) or an instance, "
+        f"got {type(value).__name__}"
+    )

@@ -1,0 +1,112 @@
+"""The one fixed-grid driver: `init`, then `step` over every interval of a decreasing grid in
+one `lax.scan`, the last step (to 0) after it.
+
+Every sampler that steps over a grid runs here: the sigma-space samplers (`jaxdiff.sample`),
+the diffusion-bridge solvers (`jaxdiff.bridges.sample`), and whatever steps over a grid
+later. What the driver gives all of them alike:
+
+- one `lax.scan` over steps `0 .. n-2` and the final step `n-1` outside it with `final=True`
+  (samplers branch on the last step in Python; a one-step grid runs no scan at all);
+- keys: the call's key goes to `init`, step `i` gets `jax.random.fold_in(key, i)`; a batch of
+  keys (one per sample) runs every sample alone under `jax.vmap`, so a sample's result does
+  not depend on the batch, chunk or device it is computed in;
+- the trajectory (`x` at every grid point) and a host callback after every step.
+
+The driver is not jitted itself: callers wrap it in their own `eqx.filter_jit`, where the
+shape check of the user's model runs once per compilation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+
+from ._checks import check_sample_key, is_per_sample_key
+
+__all__ = ["check_run_options", "run"]
+
+
+def check_run_options(key, x: jax.Array, *, stochastic: bool, who: str, callback) -> Any:
+    """Boundary checks shared by every fixed-grid entry point; returns the key to pass on
+    (`None` for a deterministic sampler, so that a key never causes a recompile)."""
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    if key is None:
+        if stochastic:
+            raise ValueError(f"{who} is stochastic: pass key=")
+        return None
+    per_sample = check_sample_key(key, x)
+    if per_sample and callback is not None:
+        raise ValueError("callback is not supported with per-sample keys")
+    return key if stochastic else None
+
+
+def run(
+    init: Callable,
+    step: Callable,
+    batch: Any,
+    grid: jax.Array,
+    *,
+    key: jax.Array | None,
+    return_trajectory: bool,
+    callback: Callable[[dict], Any] | None = None,
+    names: tuple[str, str] = ("sigma", "sigma_next"),
+):
+    """Runs a fixed-grid sampler.
+
+    **Arguments:**
+
+    - `init(batch, key) -> (x, carry)`: the state at `grid[0]` and the sampler's carry.
+    - `step(batch, x, carry, i, key, final) -> (x_next, carry, denoised)`: one step from
+      `grid[i]` to `grid[i + 1]` (0 when `final`); `denoised` is the model's output at `x`.
+    - `batch`: a pytree of batch-first arrays that the run is conditioned on (the initial
+      noise; a bridge's endpoints); split into samples in per-sample-key mode.
+    - `grid`: the decreasing grid, `n + 1` entries ending at 0.
+    - `key`: `None`, one key, or one key per sample (`jaxdiff._checks.is_per_sample_key`).
+    - `return_trajectory`: also return `x` at every grid point, shape `(n + 1, *x.shape)`.
+    - `callback`: called on the host after every step with a dict: `i`, the grid's two
+      values under `names`, `x` (after the step) and `denoised`.
+
+    **Returns:** `(x_final, trajectory or None)`.
+    """
+    if key is not None and is_per_sample_key(key):
+
+        def row(batch_row, key_row):
+            one = jax.tree.map(lambda a: a[None], batch_row)
+            out, traj = _run(init, step, one, grid, key_row, return_trajectory, None, names)
+            return out[0], (None if traj is None else traj[:, 0])
+
+        x_out, trajectory = jax.vmap(row)(batch, key)
+        return x_out, (None if trajectory is None else jnp.moveaxis(trajectory, 0, 1))
+    return _run(init, step, batch, grid, key, return_trajectory, callback, names)
+
+
+def _run(init, step, batch, grid, key, return_trajectory, callback, names):
+    n = grid.shape[0] - 1
+
+    def one(x, carry, i, final):
+        k = None if key is None else jr.fold_in(key, i)
+        x_next, carry, denoised = step(batch, x, carry, i, k, final)
+        if callback is not None:
+            info = {"i": i, names[0]: grid[i], names[1]: grid[i + 1]}
+            info.update(x=x_next, denoised=denoised)
+            jax.debug.callback(callback, info, ordered=True)
+        return x_next, carry
+
+    def body(state, i):
+        x, carry = one(*state, i, False)
+        return (x, carry), (x if return_trajectory else None)
+
+    x, carry = init(batch, key)
+    if n > 1:
+        (x_last, carry), xs = jax.lax.scan(body, (x, carry), jnp.arange(n - 1))
+    else:  # one step: no scan (a zero-length scan also fails under jax.disable_jit)
+        x_last, xs = x, x[:0]
+    x_final, _ = one(x_last, carry, n - 1, True)
+    if not return_trajectory:
+        return x_final, None
+    return x_final, jnp.concatenate([x[None], xs, x_final[None]])
