@@ -62,7 +62,7 @@ import lineax as lx
 import numpy as np
 
 import jaxdiff as jd
-from jaxdiff._sde._solve import step_grid  # private: the grid jd.solve_sde steps through
+from jaxdiff.sde._solve import step_grid  # private: the grid jd.solve_sde steps through
 
 THETA = 1.0
 SIGMA = 0.5

@@ -22,13 +22,20 @@ from ._generic import (
     sample_ode as sample_ode,
     sample_sde as sample_sde,
 )
+from ._likelihood import (
+    LikelihoodResult as LikelihoodResult,
+    bits_per_dim as bits_per_dim,
+    dequantize as dequantize,
+    log_likelihood as log_likelihood,
+    log_likelihood_process as log_likelihood_process,
+)
 from ._parallel import (
     per_sample_keys as per_sample_keys,
     replicate as replicate,
     sample_chunked as sample_chunked,
     shard_batch as shard_batch,
 )
-from ._processes import (
+from .processes import (
     EDM as EDM,
     VE as VE,
     VP as VP,
@@ -38,19 +45,12 @@ from ._processes import (
     denoiser_from_score as denoiser_from_score,
     score_from_denoiser as score_from_denoiser,
 )
-from ._sde import (
+from .samplers._core import sample as sample
+from .sde import (
     SDE as SDE,
     DiscreteBrownianPath as DiscreteBrownianPath,
     brownian_tree as brownian_tree,
     solve_sde as solve_sde,
 )
-from .likelihood import (
-    LikelihoodResult as LikelihoodResult,
-    bits_per_dim as bits_per_dim,
-    dequantize as dequantize,
-    log_likelihood as log_likelihood,
-    log_likelihood_process as log_likelihood_process,
-)
-from .samplers._core import sample as sample
 
 __version__ = importlib.metadata.version("jaxdiff")

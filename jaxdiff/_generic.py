@@ -9,11 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._processes import AbstractProcess
 from ._results import GenericResult
-from ._sde import solve_sde
-from ._sde._solve import DiagonalDiffusion, time_reversed
-from ._sde._solvers import ODE_SOLVERS, SDE_SOLVERS
+from .processes import AbstractProcess
+from .sde import solve_sde
+from .sde._solve import DiagonalDiffusion, time_reversed
+from .sde._solvers import ODE_SOLVERS, SDE_SOLVERS
 
 
 def _stages(solver: dfx.AbstractSolver) -> tuple[int, int]:

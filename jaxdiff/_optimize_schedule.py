@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import jax.random as jr
 import optax
 
-from .samplers._base import AbstractSampler
 from ._checks import check_model
+from .samplers._base import AbstractSampler
 from .samplers._core import sample
 
 
@@ -123,7 +123,7 @@ def optimize(
     dtype = start.dtype
     ref_grid = karras(reference_steps, sigma_min, sigma_max).astype(dtype)
 
-    from .samplers.heun import Heun
+    from .samplers._heun import Heun
 
     def problem(k):
         xs = [sigma_max * jr.normal(jr.fold_in(k, j), s, dtype) for j, s in enumerate(shapes)]

@@ -30,7 +30,7 @@ __all__ = ["per_sample_keys", "replicate", "sample_chunked", "shard_batch"]
 
 def _mesh(mesh: Mesh | None) -> Mesh:
     if mesh is None:
-        from .train.step import data_mesh
+        from .train._step import data_mesh
 
         return data_mesh()
     if not isinstance(mesh, Mesh):

@@ -13,7 +13,7 @@ import pytest
 import jaxdiff as jd
 from jaxdiff import analytic_dpm as adpm
 from jaxdiff.samplers.analytic_dpm import AnalyticDPM
-from jaxdiff.train.losses import linear_betas
+from jaxdiff.train import linear_betas
 
 
 def _chain():

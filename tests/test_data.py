@@ -1,4 +1,4 @@
-"""Offline datasets, .npy loading and the keyed batch loader (jaxdiff.train.data)."""
+"""Offline datasets, .npy loading and the keyed batch loader (jaxdiff.train)."""
 
 import jax
 import jax.numpy as jnp

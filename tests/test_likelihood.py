@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import jaxdiff as jd
-from jaxdiff.likelihood import bits_per_dim, dequantize, log_likelihood, log_likelihood_process
+from jaxdiff import bits_per_dim, dequantize, log_likelihood, log_likelihood_process
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from flax import nnx
 import jaxdiff as jd
 import jaxdiff.parametrizations as P
 from jaxdiff.nn import MLP
-from jaxdiff.train.losses import cosine_betas, ddpm_loss, dsm_loss, edm_loss, linear_betas
+from jaxdiff.train import cosine_betas, ddpm_loss, dsm_loss, edm_loss, linear_betas
 
 B = 4096
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import karras_np
 
 import jaxdiff as jd
-from jaxdiff.samplers.lms import lms_coefficients
+from jaxdiff.samplers._lms import lms_coefficients
 
 S = jd.samplers
 EULER_LIKE = 1e-9  # float64 peer tolerance (measured agreement: <= 1e-12 relative)

@@ -15,7 +15,7 @@ from flax import nnx
 from jaxdiff_test_utils import count_compilations
 
 import jaxdiff.train as jt
-from jaxdiff.train.step import _train_step
+from jaxdiff.train._step import _train_step
 
 STEPS, BATCH = 12, 32
 
@@ -285,7 +285,7 @@ import json
 import jax, jax.numpy as jnp, numpy as np
 from flax import nnx
 import jaxdiff.train as jt
-from jaxdiff.train.step import _train_step
+from jaxdiff.train._step import _train_step
 from test_train import TinyNet, denoising_loss
 
 assert jax.local_device_count() == 4

@@ -13,7 +13,7 @@ import jax.random as jr
 import numpy as np
 
 from .. import schedules as _schedules
-from ..metrics import sliced_wasserstein
+from ..metrics._sliced_wasserstein import sliced_wasserstein
 from ..samplers import SAMPLERS, by_name
 from ..samplers._core import sample
 from ._peers import (

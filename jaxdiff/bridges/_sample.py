@@ -140,8 +140,8 @@ SOLVERS = {"dbim": lambda: _solvers()[0](), "ddbm": lambda: _solvers()[1]()}
 
 
 def _solvers():
-    from .dbim import DBIM
-    from .ddbm import DDBM
+    from ._dbim import DBIM
+    from ._ddbm import DDBM
 
     return DBIM, DDBM
 

@@ -15,7 +15,7 @@ import numpy as np
 from flax import nnx
 
 from .. import nn as jnn
-from ..parametrizations import ClassifierFreeGuidance, Conditional, EDMPrecond
+from ..parametrizations._denoisers import ClassifierFreeGuidance, Conditional, EDMPrecond
 
 CONFIG_VERSION = 1
 

@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     import jax
 
     from .. import bridges, train as jt
-    from ..metrics import sliced_wasserstein
+    from ..metrics._sliced_wasserstein import sliced_wasserstein
     from .bridge_train import NAME as TRAIN_NAME, build_bridge, build_bridge_network, precond
 
     out = Path(args.out)

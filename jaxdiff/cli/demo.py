@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
 def _demo(args, run_dir: Path, out: Path) -> int:
     import jax
 
-    from ..metrics import sliced_wasserstein
+    from ..metrics._sliced_wasserstein import sliced_wasserstein
     from ..samplers import by_name
     from ..schedules import karras
     from . import train as train_cmd

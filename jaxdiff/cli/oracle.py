@@ -23,7 +23,7 @@ import jax.random as jr
 import numpy as np
 
 import jaxdiff as jd
-from jaxdiff._sde import ODE_SOLVERS
+from jaxdiff.sde import ODE_SOLVERS
 
 from ._args import int_at_least, nonnegative_int
 

@@ -3,9 +3,9 @@ noise-level embeddings they use. Every network is called as `F(x, c_noise, label
 plugs into `jaxdiff.parametrizations` (`EDMPrecond(net)` etc.); `ConcatConditioned(net)` is
 called as `F(x, c_noise, x_T)`, the raw network of a bridge (`jaxdiff.bridges.BridgePrecond`)."""
 
-from .bridge import ConcatConditioned
-from .embedding import FourierEmbedding, SinusoidalEmbedding
-from .mlp import MLP
-from .unet import UNet
+from ._bridge import ConcatConditioned
+from ._embedding import FourierEmbedding, SinusoidalEmbedding
+from ._mlp import MLP
+from ._unet import UNet
 
 __all__ = ["MLP", "ConcatConditioned", "FourierEmbedding", "SinusoidalEmbedding", "UNet"]

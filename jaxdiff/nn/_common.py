@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from .embedding import FourierEmbedding, SinusoidalEmbedding
+from ._embedding import FourierEmbedding, SinusoidalEmbedding
 
 _EMBEDDINGS = ("fourier", "sinusoidal")
 

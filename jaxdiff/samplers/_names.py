@@ -7,25 +7,25 @@ names; the classes themselves live one per file in this package.
 from __future__ import annotations
 
 from ._base import AbstractSampler
-from .ddim import DDIM
-from .ddpm import DDPM
-from .deis import DEIS
-from .dpm_2 import DPM2
-from .dpm_2_ancestral import DPM2Ancestral
-from .dpmpp_2m import DPMpp2M
-from .dpmpp_2m_sde import DPMpp2MSDE
-from .dpmpp_2s_ancestral import DPMpp2SAncestral
-from .dpmpp_3m import DPMpp3M
-from .dpmpp_3m_sde import DPMpp3MSDE
-from .dpmpp_sde import DPMppSDE
-from .edm_stochastic import EDMStochastic
-from .euler import Euler
-from .euler_ancestral import EulerAncestral
-from .heun import Heun
-from .ipndm import IPNDM
-from .lms import LMS
-from .predictor_corrector import PredictorCorrector
-from .unipc import UniPC
+from ._ddim import DDIM
+from ._ddpm import DDPM
+from ._deis import DEIS
+from ._dpm_2 import DPM2
+from ._dpm_2_ancestral import DPM2Ancestral
+from ._dpmpp_2m import DPMpp2M
+from ._dpmpp_2m_sde import DPMpp2MSDE
+from ._dpmpp_2s_ancestral import DPMpp2SAncestral
+from ._dpmpp_3m import DPMpp3M
+from ._dpmpp_3m_sde import DPMpp3MSDE
+from ._dpmpp_sde import DPMppSDE
+from ._edm_stochastic import EDMStochastic
+from ._euler import Euler
+from ._euler_ancestral import EulerAncestral
+from ._heun import Heun
+from ._ipndm import IPNDM
+from ._lms import LMS
+from ._predictor_corrector import PredictorCorrector
+from ._unipc import UniPC
 
 #: name -> sampler class; k-diffusion's names where it has the sampler.
 SAMPLERS: dict[str, type[AbstractSampler]] = {

@@ -1,13 +1,13 @@
 """Training: offline datasets, the optax train step with EMA, orbax checkpoints, the fit loop."""
 
-from .checkpoint import (
+from ._checkpoint import (
     Checkpointer as Checkpointer,
     CheckpointError as CheckpointError,
     latest_step as latest_step,
     read_config as read_config,
     restore as restore,
 )
-from .data import (
+from ._data import (
     DATASETS as DATASETS,
     TOYS as TOYS,
     Dataset as Dataset,
@@ -18,23 +18,23 @@ from .data import (
     split as split,
     toy as toy,
 )
-from .ema import ema_decay_at as ema_decay_at, ema_update as ema_update
-from .fit import FitResult as FitResult, fit as fit, load_model as load_model
-from .losses import (
+from ._ema import ema_decay_at as ema_decay_at, ema_update as ema_update
+from ._fit import FitResult as FitResult, fit as fit, load_model as load_model
+from ._losses import (
     cosine_betas as cosine_betas,
     ddpm_loss as ddpm_loss,
     dsm_loss as dsm_loss,
     edm_loss as edm_loss,
     linear_betas as linear_betas,
 )
-from .optim import adamw as adamw, learning_rate as learning_rate
-from .pairs import (
+from ._optim import adamw as adamw, learning_rate as learning_rate
+from ._pairs import (
     COUPLINGS as COUPLINGS,
     PAIRINGS as PAIRINGS,
     degrade_digits as degrade_digits,
     pair_dataset as pair_dataset,
 )
-from .step import (
+from ._step import (
     TrainState as TrainState,
     TrainStep as TrainStep,
     data_mesh as data_mesh,

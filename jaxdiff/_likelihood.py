@@ -24,12 +24,12 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from ._generic import _stages
-from ._processes import AbstractProcess
-from ._results import LikelihoodResult
-from ._sde._solvers import ODE_SOLVERS
 from ._checks import check_key, check_model
+from ._generic import _stages
+from ._results import LikelihoodResult
+from .processes import AbstractProcess
 from .samplers._core import check_denoiser
+from .sde._solvers import ODE_SOLVERS
 
 _PROBES = ("rademacher", "gaussian")
 

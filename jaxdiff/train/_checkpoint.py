@@ -17,7 +17,7 @@ from typing import Any
 
 import jax
 
-from .step import TrainState
+from ._step import TrainState
 
 __all__ = ["CheckpointError", "Checkpointer", "latest_step", "read_config", "restore"]
 

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from .._processes import AbstractProcess
+from ..processes import AbstractProcess
 
 __all__ = ["cosine_betas", "ddpm_loss", "dsm_loss", "edm_loss", "linear_betas"]
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import jax.random as jr
 
 from ._base import AbstractSampler
-from .heun import heun_step
+from ._heun import heun_step
 
 
 class EDMStochastic(AbstractSampler):

@@ -6,7 +6,7 @@ import equinox as eqx
 import jax.numpy as jnp
 
 from ._base import AbstractSampler, to_d
-from .lms import lms_coefficients
+from ._lms import lms_coefficients
 
 
 class DEIS(AbstractSampler):

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .data import TOYS, Dataset, _count, digits, split, toy
+from ._data import TOYS, Dataset, _count, digits, split, toy
 
 __all__ = ["COUPLINGS", "PAIRINGS", "degrade_digits", "pair_dataset"]
 

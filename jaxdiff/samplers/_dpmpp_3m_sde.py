@@ -8,9 +8,9 @@ import equinox as eqx
 import jax.numpy as jnp
 
 from ._base import AbstractSampler
+from ._dpmpp_2m_sde import sde_noise
+from ._euler_ancestral import check_eta_s_noise
 from ._noise import brownian_tree, check_noise
-from .dpmpp_2m_sde import sde_noise
-from .euler_ancestral import check_eta_s_noise
 
 
 class DPMpp3MSDE(AbstractSampler):

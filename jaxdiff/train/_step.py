@@ -13,8 +13,8 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from .ema import ema_decay_at, ema_update
-from .optim import learning_rate
+from ._ema import ema_decay_at, ema_update
+from ._optim import learning_rate
 
 __all__ = ["TrainState", "TrainStep", "data_mesh", "init_state", "make_train_step"]
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import jax.random as jr
 
 from ._base import AbstractSampler, ancestral_step, to_d
-from .euler_ancestral import check_eta_s_noise
+from ._euler_ancestral import check_eta_s_noise
 
 
 class DPM2Ancestral(AbstractSampler):

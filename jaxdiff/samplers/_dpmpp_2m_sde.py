@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import jax.random as jr
 
 from ._base import AbstractSampler
+from ._euler_ancestral import check_eta_s_noise
 from ._noise import brownian_tree, check_noise, normal_increment
-from .euler_ancestral import check_eta_s_noise
 
 
 def sde_noise(noise, x, w_state, sigma, sigma_next, key):

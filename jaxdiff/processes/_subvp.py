@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._base import AbstractProcess, check_positive_increasing
-from .vp import integrated_beta, t_of_integrated_beta
+from ._vp import integrated_beta, t_of_integrated_beta
 
 
 class SubVP(AbstractProcess):

@@ -19,10 +19,10 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from .checkpoint import Checkpointer, latest_step, read_config, restore, restore_model_state
-from .data import Dataset, batch_at
-from .optim import adamw
-from .step import DATA_STREAM, LossFn, TrainState, data_mesh, init_state, make_train_step
+from ._checkpoint import Checkpointer, latest_step, read_config, restore, restore_model_state
+from ._data import Dataset, batch_at
+from ._optim import adamw
+from ._step import DATA_STREAM, LossFn, TrainState, data_mesh, init_state, make_train_step
 
 __all__ = ["FitResult", "fit", "load_model"]
 

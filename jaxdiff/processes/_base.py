@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from .._sde import SDE
+from ..sde import SDE
 
 
 def check_positive_increasing(lo_name: str, lo, hi_name: str, hi, *, allow_zero: bool = False):

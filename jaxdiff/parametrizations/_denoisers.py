@@ -24,8 +24,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._processes import AbstractProcess, denoiser_from_score
-from ._processes.vp import t_of_integrated_beta
+from ..processes import AbstractProcess, denoiser_from_score
+from ..processes._vp import t_of_integrated_beta
 
 __all__ = [
     "ClassifierFreeGuidance",

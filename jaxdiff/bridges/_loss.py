@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 
+from ._preconditioning import BridgePrecond, bridge_scalings
 from ._process import AbstractBridge, check_x_T
-from .preconditioning import BridgePrecond, bridge_scalings
 
 __all__ = ["bridge_loss"]
 

@@ -1,0 +1,27 @@
+r"""Model parametrizations: eps-, x0-, v-, score- and F-prediction networks as the universal
+sigma-space denoiser $D(x; \sigma) \approx E[x_0 \mid x_0 + \sigma\varepsilon = x]$; EDM's
+preconditioners; class-label binding and classifier-free guidance."""
+
+from ._denoisers import (
+    ClassifierFreeGuidance as ClassifierFreeGuidance,
+    Conditional as Conditional,
+    EDMPrecond as EDMPrecond,
+    VEPrecond as VEPrecond,
+    VPPrecond as VPPrecond,
+    from_eps as from_eps,
+    from_score as from_score,
+    from_v as from_v,
+    from_x0 as from_x0,
+)
+
+__all__ = [
+    "ClassifierFreeGuidance",
+    "Conditional",
+    "EDMPrecond",
+    "VEPrecond",
+    "VPPrecond",
+    "from_eps",
+    "from_score",
+    "from_v",
+    "from_x0",
+]
