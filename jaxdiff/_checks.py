@@ -39,6 +39,7 @@ __all__ = [
     "check_positive",
     "check_range",
     "check_sample_key",
+    "check_tolerances",
     "is_per_sample_key",
     "is_traced",
     "lookup",
@@ -105,6 +106,17 @@ def check_range(lo_name: str, lo: Any, hi_name: str, hi: Any, *, allow_zero: boo
         raise ValueError(
             f"{lo_name} must be < {hi_name}, got {lo_name}={float(lo)}, {hi_name}={float(hi)}"
         )
+
+
+def check_tolerances(steps: Any, rtol: Any, atol: Any, max_steps: Any) -> None:
+    """The options of a solve that is fixed-step (`steps`, an int) or adaptive (`steps=None`:
+    positive `rtol`, `atol`, at most `max_steps` steps)."""
+    if steps is not None:
+        check_count("steps", steps)
+    else:
+        check_positive("rtol", rtol)
+        check_positive("atol", atol)
+    check_count("max_steps", max_steps)
 
 
 def strong(x: jax.Array) -> jax.Array:
@@ -266,10 +278,10 @@ def lookup(
     if isinstance(value, str):
         if value not in registry:
             raise ValueError(
-                f"unknown {what} {value!r} for {name}; expected one of: {', '.join(registry)}"
+                f"unknown {name} {value!r}: expected one of the {what} names: {', '.join(registry)}"
             )
         return registry[value]()
     raise TypeError(
-        f"{name} must be a {what} name (one of: {', '.join(registry)}) or an instance, "
+        f"{name} must be one of the {what} names ({', '.join(registry)}) or an instance, "
         f"got {type(value).__name__}"
     )

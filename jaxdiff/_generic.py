@@ -9,11 +9,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._checks import check_callable, check_float_array, check_key, check_tolerances, lookup
+from ._deprecation import process_after_state
 from ._results import GenericResult
 from .processes import AbstractProcess
 from .sde import solve_sde
 from .sde._solve import DiagonalDiffusion, time_reversed
-from .sde._solvers import ODE_SOLVERS, SDE_SOLVERS
+from .sde._solvers import MAX_STEPS, SDE_SOLVERS, ode_solver
 
 
 def _stages(solver: dfx.AbstractSolver) -> tuple[int, int]:
@@ -27,37 +29,26 @@ def _stages(solver: dfx.AbstractSolver) -> tuple[int, int]:
     raise ValueError(f"cannot count evaluations of {type(solver).__name__}")
 
 
-def _check(score, process, x_T):
-    if not callable(score):
-        raise TypeError(f"score must be callable score(x, t), got {type(score).__name__}")
+def _check(score, x_T, process, fn):
+    x_T, process = process_after_state(
+        fn, x_T, process, AbstractProcess, f"{fn}(score, x_T, process)"
+    )
+    check_callable("score", score, "score(x, t)")
     if not isinstance(process, AbstractProcess):
         raise TypeError(f"process must be a jaxdiff process, got {type(process).__name__}")
-    x_T = jnp.asarray(x_T)
-    if not jnp.issubdtype(x_T.dtype, jnp.floating):
-        raise TypeError(f"x_T must be a floating-point array, got dtype {x_T.dtype}")
-    return x_T.astype(x_T.dtype)
-
-
-def _check_tolerances(steps, rtol, atol):
-    if steps is not None:
-        if not (isinstance(steps, int | np.integer) and steps >= 1):
-            raise ValueError(f"steps must be a positive int or None (adaptive), got {steps!r}")
-        return
-    for name, v in (("rtol", rtol), ("atol", atol)):
-        if not (isinstance(v, int | float) and v > 0):
-            raise ValueError(f"{name} must be a positive number for an adaptive solve, got {v!r}")
+    return check_float_array("x_T", x_T), process
 
 
 def sample_ode(
     score,
-    process: AbstractProcess,
     x_T,
+    process: AbstractProcess,
     *,
     solver: str | dfx.AbstractSolver = "tsit5",
     steps: int | None = None,
     rtol: float = 1e-5,
     atol: float = 1e-5,
-    max_steps: int = 16384,
+    max_steps: int = MAX_STEPS,
 ) -> GenericResult:
     r"""Solve the probability-flow ODE of `process` from `t_max` down to `t_min` with a diffrax
     solver (Song et al. 2021, eq. 13): fixed `steps` (uniform in t) or, with `steps=None`,
@@ -67,21 +58,18 @@ def sample_ode(
 
     - `score`: `score(x, t) -> grad_x log p_t(x)` (batched `x`, scalar `t`), e.g.
       `gm.process_score(process)` or `jaxdiff.score_from_denoiser(denoiser, process)`.
-    - `process`: a `jaxdiff` process; `x_T`: samples of its prior at `t_max`.
+    - `x_T`: samples of the process's prior at `t_max`; `process`: a `jaxdiff` process.
+      (The old order `sample_ode(score, process, x_T)` still works, with a
+      `DeprecationWarning`.)
     - `solver`: an ODE solver name (`"tsit5"`, `"dopri5"`, `"dopri8"`, `"heun"`, `"euler"`,
       ...) or a diffrax solver instance (adaptive solves need an embedded error estimate).
 
     **Returns:** `GenericResult(x, nfe, num_steps)`: the samples at `t_min` (process space),
     the score evaluations used and the steps taken (rejected ones included).
     """
-    x_T = _check(score, process, x_T)
-    _check_tolerances(steps, rtol, atol)
-    if isinstance(solver, str):
-        if solver not in ODE_SOLVERS:
-            raise ValueError(f"unknown solver {solver!r}; expected one of {sorted(ODE_SOLVERS)}")
-        solver = ODE_SOLVERS[solver]()
-    elif not isinstance(solver, dfx.AbstractSolver):
-        raise TypeError(f"solver must be a name or a diffrax solver, got {type(solver).__name__}")
+    x_T, process = _check(score, x_T, process, "sample_ode")
+    check_tolerances(steps, rtol, atol, max_steps)
+    solver = ode_solver(solver, adaptive=steps is None)
     per_step, initial = _stages(solver)
     t0, t1 = float(process.t_max), float(process.t_min)
     if steps is not None:
@@ -130,8 +118,8 @@ def _adaptive_ode(ode, x_T, t0, t1, solver, rtol, atol, max_steps, per_step, ini
 
 def sample_sde(
     score,
-    process: AbstractProcess,
     x_T,
+    process: AbstractProcess,
     *,
     key: jax.Array,
     solver: str | dfx.AbstractSolver = "euler_maruyama",
@@ -139,7 +127,7 @@ def sample_sde(
     rtol: float = 1e-3,
     atol: float = 1e-3,
     tol: float | None = None,
-    max_steps: int = 16384,
+    max_steps: int = MAX_STEPS,
 ) -> GenericResult:
     r"""Solve the reverse-time SDE of `process` (Anderson 1982; Song et al. 2021, eq. 6) from
     `t_max` down to `t_min` with a diffrax solver: fixed `steps` (uniform in t, the fast grid
@@ -148,18 +136,15 @@ def sample_sde(
     `(t_max - t_min) * 1e-4`); adaptive solves need a solver with an error estimate
     (`"heun"`, `"spark"`, ...).
 
+    Arguments as `sample_ode`, plus `key` (required, keyword-only); the old order
+    `sample_sde(score, process, x_T)` still works, with a `DeprecationWarning`.
+
     **Returns:** `GenericResult(x, nfe, num_steps)` as `sample_ode`.
     """
-    x_T = _check(score, process, x_T)
-    _check_tolerances(steps, rtol, atol)
-    if isinstance(solver, str):
-        if solver not in SDE_SOLVERS:
-            raise ValueError(f"unknown solver {solver!r}; expected one of {sorted(SDE_SOLVERS)}")
-        solver_obj = SDE_SOLVERS[solver][0]()
-    elif isinstance(solver, dfx.AbstractSolver):
-        solver_obj = solver
-    else:
-        raise TypeError(f"solver must be a name or a diffrax solver, got {type(solver).__name__}")
+    x_T, process = _check(score, x_T, process, "sample_sde")
+    check_tolerances(steps, rtol, atol, max_steps)
+    check_key(key)
+    solver_obj = lookup("solver", solver, SDE_SOLVERS, dfx.AbstractSolver, "SDE solver")
     per_step, initial = _sde_stages(solver_obj)
     sde = process.reverse(score)
     t0, t1 = float(process.t_max), float(process.t_min)

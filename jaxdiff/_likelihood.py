@@ -24,12 +24,22 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from ._checks import check_key, check_model
+from ._checks import (
+    check_callable,
+    check_count,
+    check_float_array,
+    check_key,
+    check_model,
+    check_model_output,
+    check_range,
+    check_tolerances,
+)
+from ._deprecation import process_after_state
 from ._generic import _stages
 from ._results import LikelihoodResult
 from .processes import AbstractProcess
 from .samplers._core import check_denoiser
-from .sde._solvers import ODE_SOLVERS
+from .sde._solvers import MAX_STEPS, ode_solver
 
 _PROBES = ("rademacher", "gaussian")
 
@@ -46,59 +56,25 @@ __all__ = [
 
 
 def _check_x(x) -> jax.Array:
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"x must be a floating-point array, got dtype {x.dtype}")
+    x = check_float_array("x", x, batch=True)
     if x.ndim < 2:
         raise ValueError(f"x must be batch-first with shape (batch, ...), got shape {x.shape}")
-    return x.astype(x.dtype)  # strong dtype
+    return x
 
 
 def _check_options(key, num_probes, probe, steps, rtol, atol, max_steps, solver):
     if probe not in _PROBES:
         raise ValueError(f"probe must be one of {_PROBES}, got {probe!r}")
-    if isinstance(num_probes, bool) or not isinstance(num_probes, int | np.integer):
-        raise TypeError(f"num_probes must be an int >= 1, got {num_probes!r}")
-    if num_probes < 1:
-        raise ValueError(f"num_probes must be >= 1, got {num_probes}")
+    check_count("num_probes", num_probes)
     if key is not None:
         check_key(key)
-    if steps is not None:
-        if isinstance(steps, bool) or not (isinstance(steps, int | np.integer) and steps >= 1):
-            raise ValueError(f"steps must be a positive int or None (adaptive), got {steps!r}")
-    else:
-        for name, v in (("rtol", rtol), ("atol", atol)):
-            if not (isinstance(v, int | float) and v > 0):
-                raise ValueError(f"{name} must be a positive number, got {v!r}")
-    if isinstance(max_steps, bool) or not (
-        isinstance(max_steps, int | np.integer) and max_steps >= 1
-    ):
-        raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
-    if isinstance(solver, str):
-        if solver not in ODE_SOLVERS:
-            raise ValueError(f"unknown solver {solver!r}; expected one of {sorted(ODE_SOLVERS)}")
-        solver = ODE_SOLVERS[solver]()
-    elif not isinstance(solver, dfx.AbstractSolver):
-        raise TypeError(f"solver must be a name or a diffrax solver, got {type(solver).__name__}")
-    if steps is None and not isinstance(solver, dfx.AbstractAdaptiveSolver):
-        raise ValueError(
-            f"{type(solver).__name__} has no error estimate: pass steps= or use an adaptive "
-            "solver (e.g. 'tsit5', 'dopri5')"
-        )
-    return solver
+    check_tolerances(steps, rtol, atol, max_steps)
+    return ode_solver(solver, adaptive=steps is None)
 
 
 def _check_range(lo_name, lo, hi_name, hi, *, allow_zero=False):
-    lo, hi = float(lo), float(hi)
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise ValueError(
-            f"{lo_name} and {hi_name} must be finite, got {lo_name}={lo}, {hi_name}={hi}"
-        )
-    if lo < 0 or (lo == 0 and not allow_zero):
-        raise ValueError(f"{lo_name} must be {'>= 0' if allow_zero else '> 0'}, got {lo}")
-    if lo >= hi:
-        raise ValueError(f"{lo_name} must be < {hi_name}, got {lo_name}={lo}, {hi_name}={hi}")
-    return lo, hi
+    check_range(lo_name, lo, hi_name, hi, allow_zero=allow_zero)
+    return float(lo), float(hi)
 
 
 # ------------------------------------------------------------------------------ the ODE
@@ -225,7 +201,7 @@ def log_likelihood(
     steps: int | None = None,
     rtol: float = 1e-5,
     atol: float = 1e-5,
-    max_steps: int = 4096,
+    max_steps: int = MAX_STEPS,
     return_info: bool = False,
 ):
     r"""$\log p(x;\sigma_{min})$, the log-density of the model's noisy marginal at
@@ -286,8 +262,8 @@ def log_likelihood(
 
 def log_likelihood_process(
     score,
-    process: AbstractProcess,
     x,
+    process: AbstractProcess,
     *,
     t_min: float | None = None,
     t_max: float | None = None,
@@ -298,7 +274,7 @@ def log_likelihood_process(
     steps: int | None = None,
     rtol: float = 1e-5,
     atol: float = 1e-5,
-    max_steps: int = 4096,
+    max_steps: int = MAX_STEPS,
 ) -> LikelihoodResult:
     r"""$\log p_{t_{min}}(x)$ under a process's probability-flow ODE with a process-time score
     (Song et al. 2021, Sec. 4.3 and App. D.2): integrates
@@ -309,13 +285,20 @@ def log_likelihood_process(
     `x` lives in process space at `t_min` (data units times `s(t_min)`); `t_min` defaults to
     `process.t_min` (Song et al. evaluate likelihoods at `t_min = 1e-5`), `t_max` to
     `process.t_max`. The divergence options (`key`, `num_probes`, `probe`) and the solver
-    options are those of `log_likelihood`.
+    options are those of `log_likelihood`. (The old order `log_likelihood_process(score,
+    process, x)` still works, with a `DeprecationWarning`.)
 
     **Returns:** `LikelihoodResult(log_p, prior_log_p, delta_log_p, x_T, nfe, num_steps)`,
     `log_p` in nats per sample, shape `(batch,)`.
     """
-    if not callable(score):
-        raise TypeError(f"score must be callable score(x, t), got {type(score).__name__}")
+    x, process = process_after_state(
+        "log_likelihood_process",
+        x,
+        process,
+        AbstractProcess,
+        "log_likelihood_process(score, x, process)",
+    )
+    check_callable("score", score, "score(x, t)")
     if not isinstance(process, AbstractProcess):
         raise TypeError(f"process must be a jaxdiff process, got {type(process).__name__}")
     x = _check_x(x)
@@ -325,12 +308,7 @@ def log_likelihood_process(
     if t_max > float(process.t_max):
         raise ValueError(f"t_max must be <= process.t_max = {process.t_max}, got {t_max}")
     solver = _check_options(key, num_probes, probe, steps, rtol, atol, max_steps, solver)
-    out = jax.eval_shape(score, x, jnp.asarray(t_min, x.dtype))
-    if getattr(out, "shape", None) != x.shape:
-        raise ValueError(
-            f"score(x, t) must return an array shaped like x {x.shape}, "
-            f"got {getattr(out, 'shape', type(out).__name__)}"
-        )
+    check_model_output(score, (x, jnp.asarray(t_min, x.dtype)), x, "score(x, t)", "x")
     x_T, delta, n = _solve(
         _ProcessField(score, process),
         x,

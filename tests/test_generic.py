@@ -39,9 +39,9 @@ def test_reported_nfe_is_exact_and_samples_are_right(kind, kwargs):
     score, calls = counting(gm.process_score(vp))
     x_T = vp.prior_sample(jr.key(0), (2000, 2))
     if kind == "ode":
-        res = jd.sample_ode(score, vp, x_T, **kwargs)
+        res = jd.sample_ode(score, x_T, vp, **kwargs)
     else:
-        res = jd.sample_sde(score, vp, x_T, key=jr.key(1), **kwargs)
+        res = jd.sample_sde(score, x_T, vp, key=jr.key(1), **kwargs)
     jax.block_until_ready(res.x)
     jax.effects_barrier()
     assert int(res.nfe) == len(calls)
@@ -60,9 +60,9 @@ def test_adaptive_tolerance_buys_accuracy():
     ve = jd.VE()
     x_T = ve.prior_sample(jr.key(0), (256, 2))
     score = gm.process_score(ve)
-    ref = jd.sample_ode(score, ve, x_T, rtol=1e-8, atol=1e-8, solver="dopri8").x
-    loose = jd.sample_ode(score, ve, x_T, rtol=1e-3, atol=1e-3)
-    tight = jd.sample_ode(score, ve, x_T, rtol=1e-6, atol=1e-6)
+    ref = jd.sample_ode(score, x_T, ve, rtol=1e-8, atol=1e-8, solver="dopri8").x
+    loose = jd.sample_ode(score, x_T, ve, rtol=1e-3, atol=1e-3)
+    tight = jd.sample_ode(score, x_T, ve, rtol=1e-6, atol=1e-6)
     err = lambda r: float(np.sqrt(np.mean(np.sum((np.asarray(r.x) - np.asarray(ref)) ** 2, -1))))
     assert err(tight) < err(loose)
     assert int(tight.nfe) > int(loose.nfe)
@@ -72,13 +72,26 @@ def test_bad_input():
     gm = jd.analytic.ring()
     vp = jd.VP()
     x = vp.prior_sample(jr.key(0), (4, 2))
-    with pytest.raises(ValueError, match="steps must be a positive int"):
-        jd.sample_ode(gm.process_score(vp), vp, x, steps=0)
-    with pytest.raises(ValueError, match="rtol must be a positive"):
-        jd.sample_ode(gm.process_score(vp), vp, x, rtol=-1.0)
+    with pytest.raises(ValueError, match="steps must be an int >= 1"):
+        jd.sample_ode(gm.process_score(vp), x, vp, steps=0)
+    with pytest.raises(ValueError, match="rtol must be > 0"):
+        jd.sample_ode(gm.process_score(vp), x, vp, rtol=-1.0)
     with pytest.raises(ValueError, match="unknown solver"):
-        jd.sample_ode(gm.process_score(vp), vp, x, solver="rk99")
+        jd.sample_ode(gm.process_score(vp), x, vp, solver="rk99")
     with pytest.raises(TypeError, match="process must be a jaxdiff process"):
-        jd.sample_ode(gm.process_score(vp), "vp", x)
+        jd.sample_ode(gm.process_score(vp), x, "vp")
     with pytest.raises(TypeError, match="score must be callable"):
-        jd.sample_sde(None, vp, x, key=jr.key(0))
+        jd.sample_sde(None, x, vp, key=jr.key(0))
+    with pytest.raises(TypeError, match="key must be a JAX PRNG key"):
+        jd.sample_sde(gm.process_score(vp), x, vp, key=0)
+
+
+def test_old_argument_order_warns_and_agrees():
+    """The old order (score, process, x_T) still works for one release, with a warning."""
+    gm = jd.analytic.ring()
+    vp = jd.VP()
+    x = vp.prior_sample(jr.key(0), (4, 2))
+    new = jd.sample_ode(gm.process_score(vp), x, vp, steps=4, solver="heun")
+    with pytest.warns(DeprecationWarning, match=r"sample_ode\(score, x_T, process\)"):
+        old = jd.sample_ode(gm.process_score(vp), vp, x, steps=4, solver="heun")
+    np.testing.assert_array_equal(old.x, new.x)

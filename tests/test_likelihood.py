@@ -60,7 +60,7 @@ def test_process_variant_matches_mixture(x64):
     vp = jd.VP()
     t_min = 1e-5
     x = gm.sample(jr.key(0), 32) * vp.scale(t_min)
-    res = log_likelihood_process(gm.process_score(vp), vp, x, t_min=t_min)
+    res = log_likelihood_process(gm.process_score(vp), x, vp, t_min=t_min)
     exact = gm.process_log_prob(x, t_min, vp)
     assert np.max(np.abs(np.asarray(res.log_p - exact))) / gm.dim < 0.02
 
@@ -108,7 +108,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="unknown solver"):
         log_likelihood(gm.denoiser, x, solver="rk99")
     with pytest.raises(ValueError, match="t_min.*t_max"):
-        log_likelihood_process(gm.process_score(jd.VP()), jd.VP(), x, t_min=0.5, t_max=0.1)
+        log_likelihood_process(gm.process_score(jd.VP()), x, jd.VP(), t_min=0.5, t_max=0.1)
     with pytest.raises(ValueError, match="dequantization"):
         bits_per_dim(0.0, 2, dequantization="gaussian")
     with pytest.raises(ValueError, match="num_dims"):

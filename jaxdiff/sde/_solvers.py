@@ -2,36 +2,70 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import diffrax as dfx
 
+from .._checks import lookup
 from ._milstein import DiagonalMilstein
 
-# name -> (factory, short description). Stratonovich solvers are fed the Itô-to-Stratonovich
-# corrected drift, so every solver converges to the solution of the Itô SDE it is given.
+#: the default step budget of every adaptive solve (`sample_ode`, `sample_sde`,
+#: `log_likelihood`): diffrax stops with an error past it
+MAX_STEPS = 16384
+
+
+class SolverEntry(NamedTuple):
+    """A registry entry: `entry()` builds the solver; `description` says what it is."""
+
+    factory: Callable[[], dfx.AbstractSolver]
+    description: str
+
+    def __call__(self) -> dfx.AbstractSolver:
+        return self.factory()
+
+
+# name -> SolverEntry, one shape for SDEs and ODEs. Stratonovich solvers are fed the
+# Itô-to-Stratonovich corrected drift, so every solver converges to the solution of the Itô
+# SDE it is given.
 SDE_SOLVERS = {
-    "euler_maruyama": (dfx.Euler, "Euler–Maruyama (Itô), strong order 0.5, weak 1"),
-    "milstein": (DiagonalMilstein, "Milstein (Itô, diagonal/scalar noise), strong order 1"),
-    "heun": (dfx.Heun, "Heun (Stratonovich), strong order 0.5 (1 for commutative noise)"),
-    "euler_heun": (dfx.EulerHeun, "Euler–Heun (Stratonovich), strong order 0.5"),
-    "srk": (dfx.GeneralShARK, "ShARK for general noise (SRK, Stratonovich), strong 0.5/1/1.5"),
-    "shark": (dfx.ShARK, "ShARK (SRK, additive noise), strong order 1.5"),
-    "sra1": (dfx.SRA1, "SRA1 (SRK, additive noise), strong order 1.5"),
-    "spark": (dfx.SPaRK, "SPaRK (SRK, Stratonovich, general noise)"),
+    "euler_maruyama": SolverEntry(dfx.Euler, "Euler–Maruyama (Itô), strong order 0.5, weak 1"),
+    "milstein": SolverEntry(
+        DiagonalMilstein, "Milstein (Itô, diagonal/scalar noise), strong order 1"
+    ),
+    "heun": SolverEntry(dfx.Heun, "Heun (Stratonovich), strong order 0.5 (1 commutative noise)"),
+    "euler_heun": SolverEntry(dfx.EulerHeun, "Euler–Heun (Stratonovich), strong order 0.5"),
+    "srk": SolverEntry(dfx.GeneralShARK, "ShARK, general noise (SRK), strong 0.5/1/1.5"),
+    "shark": SolverEntry(dfx.ShARK, "ShARK (SRK, additive noise), strong order 1.5"),
+    "sra1": SolverEntry(dfx.SRA1, "SRA1 (SRK, additive noise), strong order 1.5"),
+    "spark": SolverEntry(dfx.SPaRK, "SPaRK (SRK, Stratonovich, general noise)"),
 }
 ADDITIVE_ONLY = frozenset({"shark", "sra1"})
 
 ODE_SOLVERS = {
-    "euler": dfx.Euler,
-    "euler_maruyama": dfx.Euler,  # with zero diffusion, Euler–Maruyama is Euler
-    "milstein": dfx.Euler,
-    "heun": dfx.Heun,
-    "midpoint": dfx.Midpoint,
-    "ralston": dfx.Ralston,
-    "bosh3": dfx.Bosh3,
-    "tsit5": dfx.Tsit5,
-    "dopri5": dfx.Dopri5,
-    "dopri8": dfx.Dopri8,
+    "euler": SolverEntry(dfx.Euler, "Euler, order 1"),
+    "euler_maruyama": SolverEntry(dfx.Euler, "Euler (Euler–Maruyama with zero diffusion)"),
+    "milstein": SolverEntry(dfx.Euler, "Euler (Milstein with zero diffusion)"),
+    "heun": SolverEntry(dfx.Heun, "Heun, order 2, embedded Euler error estimate"),
+    "midpoint": SolverEntry(dfx.Midpoint, "explicit midpoint, order 2"),
+    "ralston": SolverEntry(dfx.Ralston, "Ralston, order 2"),
+    "bosh3": SolverEntry(dfx.Bosh3, "Bogacki–Shampine, order 3(2)"),
+    "tsit5": SolverEntry(dfx.Tsit5, "Tsitouras, order 5(4)"),
+    "dopri5": SolverEntry(dfx.Dopri5, "Dormand–Prince, order 5(4)"),
+    "dopri8": SolverEntry(dfx.Dopri8, "Dormand–Prince, order 8(7)"),
 }
+
+
+def ode_solver(solver, *, adaptive: bool = False) -> dfx.AbstractSolver:
+    """A diffrax ODE solver from a name in `ODE_SOLVERS` or an instance; with `adaptive`, it
+    must carry an error estimate."""
+    solver = lookup("solver", solver, ODE_SOLVERS, dfx.AbstractSolver, "ODE solver")
+    if adaptive and not isinstance(solver, dfx.AbstractAdaptiveSolver):
+        raise ValueError(
+            f"{type(solver).__name__} has no error estimate: pass steps= or use an adaptive "
+            "solver (e.g. 'tsit5', 'dopri5')"
+        )
+    return solver
 
 
 def resolve_solver(solver, sde) -> dfx.AbstractSolver:
@@ -46,20 +80,9 @@ def resolve_solver(solver, sde) -> dfx.AbstractSolver:
                 "use e.g. 'euler_maruyama', 'heun' or 'srk'"
             )
         return solver
-    if not isinstance(solver, str):
-        raise TypeError(
-            f"solver must be a solver name (str) or a diffrax.AbstractSolver instance, "
-            f"got {type(solver).__name__}"
-        )
     if sde.is_ode:
-        if solver not in ODE_SOLVERS:
-            raise ValueError(
-                f"unknown solver {solver!r} for an ODE (zero diffusion); "
-                f"expected one of {sorted(ODE_SOLVERS)}"
-            )
-        return ODE_SOLVERS[solver]()
-    if solver not in SDE_SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}; expected one of {sorted(SDE_SOLVERS)}")
+        return ode_solver(solver)
+    lookup("solver", solver, SDE_SOLVERS, dfx.AbstractSolver, "SDE solver")  # kind and name
     if solver in ADDITIVE_ONLY and not sde.additive:
         raise ValueError(
             f"solver {solver!r} needs additive noise: build the SDE with additive=True "
@@ -70,7 +93,7 @@ def resolve_solver(solver, sde) -> dfx.AbstractSolver:
             "solver 'milstein' supports diagonal and scalar noise; for general noise pass "
             "diffrax.ItoMilstein() (commutative noise, forward time) or use 'srk'"
         )
-    return SDE_SOLVERS[solver][0]()
+    return SDE_SOLVERS[solver]()
 
 
 def needs_levy_area(solver: dfx.AbstractSolver) -> bool:

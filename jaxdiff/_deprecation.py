@@ -1,0 +1,28 @@
+"""Old spellings kept working for one release, each with a `DeprecationWarning` that names the
+new one (the README's changelog lists them all)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+__all__ = ["deprecated", "process_after_state"]
+
+
+def deprecated(old: str, new: str) -> None:
+    """Warns that the spelling `old` is deprecated in favour of `new`."""
+    warnings.warn(
+        f"{old} is deprecated and will be removed in the next release: use {new}",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+
+
+def process_after_state(fn: str, state: Any, process: Any, cls: type, new: str):
+    """Entry points take the model, then the state, then the process: `fn(model, state,
+    process)`. The old spelling `fn(model, process, state)` is recognised by the type of its
+    second argument; returns `(state, process)` in the new order."""
+    if isinstance(state, cls) and not isinstance(process, cls):
+        deprecated(f"{fn}(model, {cls.__name__.lower()}, state)", new)
+        return process, state
+    return state, process
