@@ -8,7 +8,7 @@ probability-flow ODE from sigma = 80 to 0 with:
   solver=jd.samplers.Heun())`; its convergence is checked against the same solve with 4000
   steps, and that difference is reported;
 - every deterministic jaxdiff sampler (k-diffusion's names, default options) on every
-  schedule in `jd.schedules.__all__` (called as `f(n, 0.002, 80.0)`), with the largest `n`
+  schedule in `jd.schedules.SCHEDULES` (called as `f(n, 0.002, 80.0)`), with the largest `n`
   such that `S().nfe(n) <= NFE`;
 - k-diffusion's deterministic samplers (`sample_euler`, `sample_heun`, `sample_dpm_2`,
   `sample_lms`, `sample_dpmpp_2m`, and `sample_dpmpp_3m_sde` with `eta=0` as "dpmpp_3m") on
@@ -86,7 +86,7 @@ def main(argv=None):
     result = jb.run_bench(
         problems(args.quick),
         samplers,
-        list(schedules.__all__),
+        list(schedules.SCHEDULES),
         args.nfe,
         peers=["k-diffusion"],
         ref_steps=500 if args.quick else 2000,

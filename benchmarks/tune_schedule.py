@@ -11,7 +11,7 @@ an ill-conditioned mixture) and held-out noise.
 
 The script prints each grid's relative log-sigma positions
 `(log sigma_i - log sigma_min) / (log sigma_max - log sigma_min)` (from 1 down to 0) in the
-form pasted into `jaxdiff/schedules.py` (`_TUNED_KNOTS`), and a transfer table.
+form pasted into `jaxdiff/schedules/_tables.py` (`_TUNED_KNOTS`), and a transfer table.
 
     python benchmarks/tune_schedule.py                    # the shipped grids (steps 5 10 15 20 30)
     python benchmarks/tune_schedule.py --steps 10 --iterations 50   # a quick look

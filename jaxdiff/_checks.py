@@ -16,7 +16,7 @@ the shape checks alone (`is_traced`).
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import equinox as eqx
@@ -28,8 +28,10 @@ import numpy as np
 __all__ = [
     "PairDenoiser",
     "check_callable",
+    "check_choice",
     "check_count",
     "check_float_array",
+    "check_float_dtype",
     "check_grid",
     "check_key",
     "check_model",
@@ -125,18 +127,48 @@ def strong(x: jax.Array) -> jax.Array:
     return x.astype(x.dtype)
 
 
-def check_float_array(name: str, x: Any, *, batch: bool = False) -> jax.Array:
+def check_float_array(name: str, x: Any, *, batch: bool = False, min_ndim: int = 0) -> jax.Array:
     """`x` as a floating-point `jax.Array` with a strong dtype; with `batch`, batch-first with
-    at least one sample."""
+    at least one sample; at least `min_ndim` dimensions (2: a batch of vectors or more)."""
     try:
         x = jnp.asarray(x)
     except Exception as e:
         raise TypeError(f"{name} must be a floating-point array, got {type(x).__name__}") from e
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
-    if batch and (x.ndim < 1 or x.shape[0] < 1):
-        raise ValueError(f"{name} must be batch-first with shape (batch, ...), got {x.shape}")
+    if (batch and (x.ndim < 1 or x.shape[0] < 1)) or x.ndim < min_ndim:
+        shape = (
+            "(batch, ...)"
+            if min_ndim < 2
+            else "(batch, " + ", ".join(["d"] * (min_ndim - 1)) + ", ...)"
+        )
+        raise ValueError(f"{name} must be batch-first with shape {shape}, got shape {x.shape}")
     return strong(x)
+
+
+def check_float_dtype(name: str, dtype: Any) -> np.dtype:
+    """A floating dtype, canonicalized for the current precision (`float64` is `float32`
+    without x64); `None` is the default float dtype. Anything else is a `TypeError`."""
+    if dtype is None:
+        return jnp.result_type(float)
+    try:
+        floating = jnp.issubdtype(dtype, jnp.floating)
+    except TypeError:
+        floating = False
+    if not floating:
+        raise TypeError(f"{name} must be a floating dtype, got {dtype!r}")
+    return jax.dtypes.canonicalize_dtype(dtype)
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    """One of the names `choices` (a string option such as `kind="analytic"`): a non-string is
+    a `TypeError`, an unknown name a `ValueError`; both list the choices."""
+    expected = ", ".join(map(repr, choices))
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {expected}, got {type(value).__name__} {value!r}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {expected}, got {value!r}")
+    return value
 
 
 def check_callable(name: str, fn: Any, signature: str) -> None:

@@ -3,10 +3,12 @@ new one (the README's changelog lists them all)."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import warnings
 from typing import Any
 
-__all__ = ["deprecated", "process_after_state"]
+__all__ = ["deprecated", "keyword_key", "process_after_state"]
 
 
 def deprecated(old: str, new: str) -> None:
@@ -26,3 +28,25 @@ def process_after_state(fn: str, state: Any, process: Any, cls: type, new: str):
         deprecated(f"{fn}(model, {cls.__name__.lower()}, state)", new)
         return process, state
     return state, process
+
+
+def keyword_key(fn_name: str, old_index: int):
+    """Decorator for an entry point whose `key` became keyword-only: a call with one more
+    positional argument than the function takes is the old spelling, with the key at position
+    `old_index`; it still works, with a `DeprecationWarning`."""
+
+    def decorate(fn):
+        params = inspect.signature(fn).parameters.values()
+        n = sum(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if len(args) == n + 1 and "key" not in kwargs:
+                deprecated(f"{fn_name} with a positional key", f"{fn_name}(..., key=key)")
+                args = list(args)
+                kwargs["key"] = args.pop(old_index)
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate

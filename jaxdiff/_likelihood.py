@@ -56,10 +56,7 @@ __all__ = [
 
 
 def _check_x(x) -> jax.Array:
-    x = check_float_array("x", x, batch=True)
-    if x.ndim < 2:
-        raise ValueError(f"x must be batch-first with shape (batch, ...), got shape {x.shape}")
-    return x
+    return check_float_array("x", x, batch=True, min_ndim=2)
 
 
 def _check_options(key, num_probes, probe, steps, rtol, atol, max_steps, solver):

@@ -22,8 +22,8 @@ import jax.random as jr
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ._checks import check_sample_key
-from .samplers._core import sample
+from ._checks import check_count, check_key, check_sample_key
+from .samplers._core import resolve_sampler, sample
 
 __all__ = ["per_sample_keys", "replicate", "sample_chunked", "shard_batch"]
 
@@ -76,9 +76,9 @@ def per_sample_keys(key: jax.Array, num: int, *, offset: int = 0) -> jax.Array:
     """`num` keys, the `i`-th `jax.random.fold_in(key, offset + i)`: the key of sample
     `offset + i` in `jaxdiff.sample(..., key=keys)`'s per-sample mode, whatever the batch or
     chunk it is computed in."""
-    check_sample_key(key, jnp.zeros((1,)))
-    if isinstance(num, bool) or not isinstance(num, int | np.integer) or num < 1:
-        raise ValueError(f"num must be an integer >= 1, got {num!r}")
+    check_key(key)
+    num = check_count("num", num)
+    offset = check_count("offset", offset, minimum=0)
     return jax.vmap(lambda i: jr.fold_in(key, i))(offset + jnp.arange(num, dtype=jnp.uint32))
 
 
@@ -117,10 +117,8 @@ def sample_chunked(
 
     **Returns:** the samples at sigma = 0, shaped like `x`.
     """
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int | np.integer):
-        raise TypeError(f"chunk_size must be an integer, got {type(chunk_size).__name__}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    chunk_size = check_count("chunk_size", chunk_size)
+    solver = resolve_sampler(solver)
     if mesh is not None:
         mesh = _mesh(mesh)
         if chunk_size % mesh.shape["data"]:
@@ -132,7 +130,7 @@ def sample_chunked(
     if x.ndim < 1 or x.shape[0] < 1:
         raise ValueError(f"x must be batch-first with at least one sample, got shape {x.shape}")
     num = x.shape[0]
-    stochastic = bool(getattr(solver, "stochastic", False))
+    stochastic = solver.stochastic
     if stochastic:
         if key is None:
             raise ValueError(f"{type(solver).__name__} is stochastic: pass key=")

@@ -93,7 +93,7 @@ def make_loss(graphdef, rest):
     def loss(params, x0, key):
         net = nnx.merge(graphdef, params, rest)
         denoiser = jd.parametrizations.EDMPrecond(net, sigma_data=sigma_data)
-        return jd.train.edm_loss(denoiser, x0, key, sigma_data=sigma_data)
+        return jd.train.edm_loss(denoiser, x0, key=key, sigma_data=sigma_data)
 
     return loss
 

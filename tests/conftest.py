@@ -1,7 +1,5 @@
 """Shared fixtures: float32 by default; `dtype` runs a test in float32 and in float64."""
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,16 +25,18 @@ def x64():
 
 @pytest.fixture(scope="session")
 def kdiffusion():
-    """k-diffusion's sampling module (the peer). Skipped when not installed, except in CI,
-    where the README's test command installs it and its absence is an error."""
+    """k-diffusion's sampling module (the peer). Skipped when k-diffusion or one of its
+    dependencies is not installed, except in CI, where the README's test command installs
+    them and a missing one fails (`jaxdiff_test_utils.require`)."""
+    from jaxdiff_test_utils import require
     from kdiffusion_peer import load
 
-    try:
-        return load()
-    except ImportError as e:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"k-diffusion peer not installed: {e}")
+    require(*PEER_MODULES, why="the k-diffusion peer")
+    return load()
+
+
+# what k-diffusion's sampling.py imports, and k-diffusion itself
+PEER_MODULES = ("torch", "torchsde", "torchdiffeq", "scipy", "tqdm", "k_diffusion")
 
 
 def karras_np(n, sigma_min=0.002, sigma_max=80.0, rho=7.0):

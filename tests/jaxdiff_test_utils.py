@@ -1,13 +1,17 @@
-"""Helpers shared by the sampler tests."""
+"""Helpers shared by the tests: sampler convergence, compilation counts, optional dependencies."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import os
+import types
 
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+import pytest
 
 import jaxdiff as jd
 
@@ -35,19 +39,58 @@ def order_of_convergence(sampler, ns=(16, 32, 64, 128), *, seed=0):
     return -np.polyfit(np.log(ns), np.log(errs), 1)[0]
 
 
+def cache_size(fn) -> int:
+    """How many programs the jitted `fn` holds compiled: the size of its compilation cache.
+    `fn` is a `jax.jit` function or an `equinox.filter_jit` one, whose programs live in the
+    cache of the `jax.jit` it wraps (`fn._cached`). One entry per distinct signature (shapes,
+    dtypes, static arguments), so a recompile adds one and a cache hit adds none."""
+    jitted = getattr(fn, "_cached", fn)
+    return jitted._cache_size()
+
+
 @contextlib.contextmanager
-def count_compilations(name_part: str):
-    """Yields a list that grows by one for every XLA compilation in the block of a function
-    whose name contains `name_part` (tiny ops, e.g. a dtype conversion of inputs, don't count)."""
-    events = []
-
-    def listener(event, duration, **kwargs):
-        name = kwargs.get("fun_name", "")
-        if event == "/jax/core/compile/backend_compile_duration" and name_part in name:
-            events.append(name)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
+def compiles(fn):
+    """`with compiles(fn) as new: ...`, then `new.count` is how many programs `fn` compiled
+    inside the block (the growth of `cache_size(fn)`); `assert new.count == 0` checks that
+    nothing in the block recompiled `fn`. `fn` as in `cache_size`: watch the compiled program
+    itself, e.g. `jaxdiff.samplers._core._sample` for `jaxdiff.sample`."""
+    new = types.SimpleNamespace(count=None)
+    before = cache_size(fn)
     try:
-        yield events
+        yield new
     finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
+        new.count = cache_size(fn) - before
+
+
+# pip names where they differ from the module's
+_PIP_NAMES = {"k_diffusion": "k-diffusion", "jupyter_client": "jupyter-client"}
+
+
+def in_ci() -> bool:
+    """Whether the tests run in CI (`.ci/run` exports `CI=true`)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require(*modules: str, why: str = "") -> None:
+    """Skip the calling test unless the optional `modules` it needs are installed; in CI fail
+    it instead, with a message naming what is missing (the test command installs every test
+    dependency there, so a missing one is an error, not a reason to skip).
+
+    "Installed" means an import spec exists; the modules are not imported here (the caller
+    imports what it uses, e.g. k-diffusion's `sampling.py` alone), so an installed module
+    that fails to import raises its ImportError in the test: a broken installation is an
+    error, never a silent skip."""
+    missing = []
+    for name in modules:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # a dotted name whose parent package is missing
+            found = False
+        if not found:
+            missing.append(name)
+    if missing:
+        names = ", ".join(_PIP_NAMES.get(m, m) for m in missing)
+        message = f"{names} not installed{f' ({why})' if why else ''}"
+        if in_ci():
+            pytest.fail(f"{message}; in CI every test dependency must be installed", pytrace=False)
+        pytest.skip(message)

@@ -12,7 +12,7 @@ import pytest
 
 import jaxdiff as jd
 from jaxdiff import analytic_dpm as adpm
-from jaxdiff.samplers.analytic_dpm import AnalyticDPM
+from jaxdiff.samplers import AnalyticDPM
 from jaxdiff.train import linear_betas
 
 
@@ -148,3 +148,25 @@ def test_bad_input(x64, setup):
             solver=AnalyticDPM(jnp.ones(5)),
             key=jr.key(0),
         )
+    # the wrong kind (TypeError): float timesteps, integer data, a non-integer step count
+    with pytest.raises(TypeError, match="timesteps must be an integer array"):
+        adpm.reverse_variances(ab, np.array([3.0, 5.0]), kind="beta")
+    with pytest.raises(TypeError, match="data must be a floating-point array"):
+        adpm.estimate_gamma(gm.denoiser, jnp.ones((4, 2), int), jr.key(0), ab)
+    with pytest.raises(TypeError, match="num_steps must be an int"):
+        adpm.optimal_timesteps(ab, g_norm, 10.0)
+    with pytest.raises(TypeError, match="num_samples must be an int"):
+        adpm.estimate_gamma(gm.denoiser, gm.sample(jr.key(0), 4), jr.key(0), ab, num_samples=True)
+
+
+def test_one_home():
+    """Analytic-DPM's public names all live in `jd.analytic_dpm`; its sampler is also a
+    `jd.samplers` class (not in the by-name registry: it needs its Gamma), and its chain is
+    `jd.discrete`'s (one definition each)."""
+    assert jd.analytic_dpm.AnalyticDPM is jd.samplers.AnalyticDPM
+    assert AnalyticDPM not in jd.samplers.SAMPLERS.values()
+    for name in ("alpha_bars_from_betas", "sigmas_from_alpha_bars", "even_timesteps"):
+        assert getattr(adpm, name) is getattr(jd.discrete, name)
+    assert jd.train.linear_betas is jd.discrete.linear_betas
+    assert jd.train.cosine_betas is jd.discrete.cosine_betas
+    assert set(adpm.__all__) <= set(dir(adpm))

@@ -12,6 +12,7 @@ from flax import nnx
 
 from jaxdiff import nn as jnn, train as jt
 from jaxdiff.cli import main
+from jaxdiff.train._data import RING_RADIUS
 
 
 def _run(argv, capsys):
@@ -61,7 +62,7 @@ def test_pair_datasets():
     assert pairs.x.shape == pairs.cond.shape == (500, 2) and pairs.labels is None
     # x_0 is moons, x_T the ring (whose points lie near radius RING_RADIUS)
     radius = np.linalg.norm(np.asarray(pairs.cond), axis=1)
-    assert abs(np.median(radius) - jt.data.RING_RADIUS) < 0.1
+    assert abs(np.median(radius) - RING_RADIUS) < 0.1
     # the angle coupling pairs the clouds in order of polar angle
     angle = lambda x: np.arctan2(x[:, 1], x[:, 0])
     order = np.argsort(angle(np.asarray(pairs.x)))

@@ -25,18 +25,18 @@ def test_edm_loss_is_one_at_the_optimum_for_gaussian_data():
     # one Gaussian of variance sigma_data^2 per element: lambda * MMSE = 1 exactly
     gm = jd.analytic.GaussianMixture(jnp.array([[0.3, -0.2, 1.0]]), jnp.full((1, 3), 0.25))
     x0 = data(gm, 8192)
-    losses = jnp.stack([edm_loss(gm.denoiser, x0, jr.key(10 + k)) for k in range(4)])
+    losses = jnp.stack([edm_loss(gm.denoiser, x0, key=jr.key(10 + k)) for k in range(4)])
     assert abs(float(jnp.mean(losses)) - 1.0) < 0.03
 
 
 def test_edm_loss_is_minimised_by_the_exact_denoiser():
     gm = jd.analytic.random_mixture(dim=4, num_components=3)
     x0, key = data(gm), jr.key(1)
-    exact = edm_loss(gm.denoiser, x0, key)
+    exact = edm_loss(gm.denoiser, x0, key=key)
     for delta in [0.05, -0.05]:
-        worse = edm_loss(lambda x, s, d=delta: gm.denoiser(x, s) + d, x0, key)
+        worse = edm_loss(lambda x, s, d=delta: gm.denoiser(x, s) + d, x0, key=key)
         assert float(worse) > float(exact)
-    worse = edm_loss(lambda x, s: gm.denoiser(x, 0.9 * s), x0, key)
+    worse = edm_loss(lambda x, s: gm.denoiser(x, 0.9 * s), x0, key=key)
     assert float(worse) > float(exact)
 
 
@@ -48,25 +48,25 @@ def test_edm_loss_labels_and_checks():
         return x
 
     x0 = jnp.ones((5, 2, 2, 1))
-    out = edm_loss(den, x0, jr.key(0), labels=jnp.arange(5))
+    out = edm_loss(den, x0, key=jr.key(0), labels=jnp.arange(5))
     assert out.shape == () and out.dtype == jnp.float32 and calls["sigma"] == (5,)
     assert calls["labels"].shape == (5,)
-    edm_loss(lambda x, s: x, x0, jr.key(0))  # no labels: no labels keyword
+    edm_loss(lambda x, s: x, x0, key=jr.key(0))  # no labels: no labels keyword
     with pytest.raises(ValueError, match="labels"):
-        edm_loss(den, x0, jr.key(0), labels=jnp.arange(4))
+        edm_loss(den, x0, key=jr.key(0), labels=jnp.arange(4))
     with pytest.raises(ValueError, match="x0"):
-        edm_loss(den, jnp.ones(5), jr.key(0))
+        edm_loss(den, jnp.ones(5), key=jr.key(0))
     with pytest.raises(ValueError, match="shaped like x"):
-        edm_loss(lambda x, s: x[:, 0], x0, jr.key(0))
+        edm_loss(lambda x, s: x[:, 0], x0, key=jr.key(0))
     with pytest.raises(TypeError, match="denoiser"):
-        edm_loss(None, x0, jr.key(0))
+        edm_loss(None, x0, key=jr.key(0))
 
 
 def test_losses_keep_float64(x64):
     x0 = jnp.ones((4, 2), jnp.float64)
-    assert edm_loss(lambda x, s: x, x0, jr.key(0)).dtype == jnp.float64
-    assert dsm_loss(lambda x, t: -x, jd.VP(), x0, jr.key(0)).dtype == jnp.float64
-    assert ddpm_loss(lambda x, n: x, x0, jr.key(0), betas=linear_betas(10)).dtype == jnp.float64
+    assert edm_loss(lambda x, s: x, x0, key=jr.key(0)).dtype == jnp.float64
+    assert dsm_loss(lambda x, t: -x, jd.VP(), x0, key=jr.key(0)).dtype == jnp.float64
+    assert ddpm_loss(lambda x, n: x, x0, key=jr.key(0), betas=linear_betas(10)).dtype == jnp.float64
 
 
 @pytest.mark.parametrize(
@@ -84,26 +84,26 @@ def test_dsm_loss_is_minimised_by_the_exact_score(process, weighting):
         return score(x, t) + 0.3 / std[:, None]
 
     kw = dict(weighting=weighting, t_eps=1e-2 * float(process.t_max))
-    exact = dsm_loss(score, process, x0, key, **kw)
-    worse = dsm_loss(perturbed, process, x0, key, **kw)
+    exact = dsm_loss(score, x0, process, key=key, **kw)
+    worse = dsm_loss(perturbed, x0, process, key=key, **kw)
     assert jnp.isfinite(exact) and float(worse) > float(exact)
 
 
 def test_dsm_loss_checks():
     x0 = jnp.ones((4, 2))
     with pytest.raises(ValueError, match="weighting"):
-        dsm_loss(lambda x, t: x, jd.VP(), x0, jr.key(0), weighting="sigma")
+        dsm_loss(lambda x, t: x, x0, jd.VP(), key=jr.key(0), weighting="sigma")
     with pytest.raises(TypeError, match="process"):
-        dsm_loss(lambda x, t: x, "vp", x0, jr.key(0))
+        dsm_loss(lambda x, t: x, "vp", x0, key=jr.key(0))
     with pytest.raises(ValueError, match="t_eps"):
-        dsm_loss(lambda x, t: x, jd.VP(), x0, jr.key(0), t_eps=2.0)
+        dsm_loss(lambda x, t: x, x0, jd.VP(), key=jr.key(0), t_eps=2.0)
     seen = {}
 
     def score(x, t, labels=None):
         seen["t"], seen["labels"] = t.shape, labels.shape
         return -x
 
-    dsm_loss(score, jd.VE(), x0, jr.key(0), labels=jnp.zeros(4, int))
+    dsm_loss(score, x0, jd.VE(), key=jr.key(0), labels=jnp.zeros(4, int))
     assert seen == {"t": (4,), "labels": (4,)}
 
 
@@ -130,12 +130,14 @@ def test_ddpm_loss_and_betas():
         y = x / jnp.sqrt(a)
         return (y - gm.denoiser(y, sigma[:, 0])) / sigma
 
-    exact = ddpm_loss(eps, x0, key, betas=betas)
-    worse = ddpm_loss(lambda x, n: eps(x, n) + 0.1, x0, key, betas=betas)
+    exact = ddpm_loss(eps, x0, key=key, betas=betas)
+    worse = ddpm_loss(lambda x, n: eps(x, n) + 0.1, x0, key=key, betas=betas)
     assert float(worse) > float(exact)
-    assert abs(float(ddpm_loss(lambda x, n: jnp.zeros_like(x), x0, key, betas=betas)) - 1) < 0.05
+    assert (
+        abs(float(ddpm_loss(lambda x, n: jnp.zeros_like(x), x0, key=key, betas=betas)) - 1) < 0.05
+    )
     with pytest.raises(ValueError, match="betas"):
-        ddpm_loss(eps, x0, key, betas=jnp.array([0.5, 1.5]))
+        ddpm_loss(eps, x0, key=key, betas=jnp.array([0.5, 1.5]))
     with pytest.raises(ValueError, match="n must"):
         linear_betas(0)
 
@@ -150,7 +152,7 @@ def test_tiny_adam_run_decreases_the_edm_loss():
     state = opt.init(params)
 
     def loss_fn(params, key):
-        return edm_loss(P.EDMPrecond(nnx.merge(graph, params, rest)), x0, key)
+        return edm_loss(P.EDMPrecond(nnx.merge(graph, params, rest)), x0, key=key)
 
     @jax.jit
     def step(params, state, key):
@@ -168,3 +170,18 @@ def test_tiny_adam_run_decreases_the_edm_loss():
         params, state, _ = step(params, state, jr.key(i))
     after = evaluate(params)
     assert after < 0.8 * before
+
+
+def test_old_loss_spellings_warn_and_agree():
+    """Positional keys and the process before the data still work for one release."""
+    gm = jd.analytic.ring()
+    x0 = gm.sample(jr.key(0), 8)
+    key = jr.key(1)
+    with pytest.warns(DeprecationWarning, match="positional key"):
+        old = edm_loss(gm.denoiser, x0, key)
+    assert old == edm_loss(gm.denoiser, x0, key=key)
+    vp = jd.VP()
+    score = gm.process_score(vp)
+    with pytest.warns(DeprecationWarning, match=r"dsm_loss\(score_model, x0, process"):
+        old = dsm_loss(score, vp, x0, key)
+    assert old == dsm_loss(score, x0, vp, key=key)

@@ -10,6 +10,7 @@ import jax.random as jr
 import numpy as np
 import pytest
 from flax import nnx
+from jaxdiff_test_utils import cache_size
 
 import jaxdiff.parametrizations as P
 from jaxdiff.nn import MLP, FourierEmbedding, SinusoidalEmbedding, UNet
@@ -88,7 +89,7 @@ def test_jit_no_recompile_and_vmap(name, shape):
     x, c = normal(0, shape), jnp.linspace(-1, 1, shape[0])
     a, b = net_of(name), randomize(net_of(name), 7)
     out_a, out_b = f(a, x, c), f(b, x, c)
-    assert f._cache_size() == 1
+    assert cache_size(f) == 1
     assert not jnp.allclose(out_a, out_b)
     # vmap over a stack of batches equals batch-by-batch calls
     xs, cs = normal(1, (2, *shape)), normal(2, (2, shape[0]))
@@ -216,7 +217,7 @@ def test_guidance_is_one_network_call_and_traced():
     b = f(P.ClassifierFreeGuidance(net_den, jnp.array([2, 2]), 3.0), x)
     f(P.Conditional(net_den, jnp.array([0, 1])), x)
     f(P.Conditional(net_den, jnp.array([1, 2])), x)
-    assert f._cached._cache_size() == 2
+    assert cache_size(f) == 2
     assert not jnp.allclose(a, b)
 
 

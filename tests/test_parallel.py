@@ -114,22 +114,63 @@ def test_chunked_equals_one_call_stochastic(problem, solver):
     assert not np.allclose(np.asarray(other), np.asarray(one))
 
 
-def test_per_sample_keys_do_not_change_the_default_stream(problem):
+def test_per_sample_keys_make_a_sample_independent_of_its_batch(problem):
+    """With one key per sample, sample i's result depends on x[i] and keys[i] only: not on
+    the batch it is computed in, its position there, or the other samples' keys."""
     gm, sigmas, x = problem
     solver = jd.samplers.EulerAncestral()
-    a = jd.sample(gm.denoiser, x, sigmas, solver=solver, key=jr.key(1))
-    b = jd.sample(gm.denoiser, x, sigmas, solver=solver, key=jr.key(1))
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    # a sample's result depends only on its own key: the first 10 of 50 equal a batch of 10
+
+    def run(x_, keys):
+        return np.asarray(jd.sample(gm.denoiser, x_, sigmas, solver=solver, key=keys))
+
     keys = per_sample_keys(jr.key(1), 50)
-    full = jd.sample(gm.denoiser, x, sigmas, solver=solver, key=keys)
-    head = jd.sample(gm.denoiser, x[:10], sigmas, solver=solver, key=keys[:10])
-    np.testing.assert_array_equal(np.asarray(full[:10]), np.asarray(head))
+    full = run(x, keys)
+    # alone, in a batch of one
+    np.testing.assert_array_equal(run(x[7:8], keys[7:8]), full[7:8])
+    # in another order: every sample keeps its result at its new position
+    perm = np.random.default_rng(0).permutation(50)
+    np.testing.assert_array_equal(run(x[perm], keys[perm]), full[perm])
+    # in a smaller batch of other samples, its keys made with an offset (a later chunk)
+    np.testing.assert_array_equal(
+        run(x[20:30], per_sample_keys(jr.key(1), 10, offset=20)), full[20:30]
+    )
+    # the others' keys do not matter: new keys for samples 1.., the same result for sample 0
+    mixed = jnp.concatenate([keys[:1], per_sample_keys(jr.key(9), 49)])
+    other_keys = run(x, mixed)
+    np.testing.assert_array_equal(other_keys[0], full[0])
+    # but a sample's own key does: every sample with a new key has a new result
+    assert np.all(np.any(other_keys[1:] != full[1:], axis=-1))
+    # one x in every row, one key per row: as many different samples as keys
+    same_x = run(jnp.broadcast_to(x[:1], (10, 2)), keys[:10])
+    np.testing.assert_array_equal(same_x[0], full[0])
+    assert len({tuple(row) for row in same_x}) == 10
+    # the trajectory of per-sample mode ends at the sample
     _, traj = jd.sample(
         gm.denoiser, x[:10], sigmas, solver=solver, key=keys[:10], return_trajectory=True
     )
     assert traj.shape == (sigmas.shape[0], 10, 2)
-    np.testing.assert_array_equal(np.asarray(traj[-1]), np.asarray(head))
+    np.testing.assert_array_equal(np.asarray(traj[-1]), full[:10])
+
+
+def test_single_key_is_the_default_stream_not_the_per_sample_one(problem):
+    """One key (the default): step i draws `normal(fold_in(key, i), x.shape)` for the whole
+    batch (`jaxdiff._fixed_grid`); per-sample keys are a different stream."""
+    gm, _, x = problem
+    x = x[:8] / 40.0  # at sigma 2
+    sigmas = jnp.array([2.0, 1.0, 0.0])
+    key = jr.key(1)
+    solver = jd.samplers.EulerAncestral()
+    out = jd.sample(gm.denoiser, x, sigmas, solver=solver, key=key)
+    # by hand: an ancestral Euler step from 2 to 1 with the step's noise, then x -> D(x, 1)
+    s, s_next = 2.0, 1.0
+    sigma_up = np.sqrt(s_next**2 * (s**2 - s_next**2) / s**2)
+    sigma_down = np.sqrt(s_next**2 - sigma_up**2)
+    d = (x - gm.denoiser(x, jnp.float32(s))) / s
+    x1 = x + d * (sigma_down - s) + sigma_up * jr.normal(jr.fold_in(key, 0), x.shape)
+    want = gm.denoiser(x1, jnp.float32(s_next))
+    np.testing.assert_allclose(np.asarray(out), np.asarray(want), rtol=1e-5, atol=1e-5)
+    per_sample = jd.sample(gm.denoiser, x, sigmas, solver=solver, key=per_sample_keys(key, 8))
+    assert np.all(np.any(np.asarray(per_sample) != np.asarray(out), axis=-1))
 
 
 def test_bad_arguments(problem):

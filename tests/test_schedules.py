@@ -41,7 +41,9 @@ def test_discovery_finds_every_schedule():
     expected = {"karras", "exponential", "polyexponential", "vp", "logsnr_uniform", "edm_ve"}
     expected |= {"iddpm", "kl_optimal", "ays"}
     assert expected <= set(NAMES)
-    assert set(NAMES) == set(S.__all__)
+    assert set(NAMES) == set(S.SCHEDULES)
+    # the public names: the schedules, their list, and optimize with its result
+    assert set(S.__all__) == {*S.SCHEDULES, "SCHEDULES", "optimize", "OptimizedSchedule"}
 
 
 # -- the contract -----------------------------------------------------------------------------
@@ -289,8 +291,11 @@ def test_ays_rescaled_keeps_relative_log_positions(x64):
 @pytest.mark.parametrize("name", NAMES)
 def test_bad_input(name):
     f = SCHEDULES[name]
-    for n in (0, -3, 2.5, True, "4", None):
-        with pytest.raises(ValueError, match="n must be a positive int"):
+    for n in (0, -3):
+        with pytest.raises(ValueError, match="n must be an int >= 1"):
+            f(n, SIGMA_MIN, SIGMA_MAX)
+    for n in (2.5, True, "4", None):  # not an int: the wrong kind
+        with pytest.raises(TypeError, match="n must be an int >= 1"):
             f(n, SIGMA_MIN, SIGMA_MAX)
     for lo in (0.0, -1.0):
         with pytest.raises(ValueError, match="sigma_min must be > 0"):
@@ -304,15 +309,18 @@ def test_bad_input(name):
         f(10, float("nan"), SIGMA_MAX)
     with pytest.raises(ValueError, match="sigma_max must be a scalar"):
         f(10, SIGMA_MIN, jnp.ones(2))
-    with pytest.raises(ValueError, match="dtype must be a floating dtype"):
+    with pytest.raises(TypeError, match="dtype must be a floating dtype"):
         f(10, SIGMA_MIN, SIGMA_MAX, dtype=jnp.int32)
+    with pytest.raises(TypeError, match="sigma_max must be a real number"):
+        f(10, SIGMA_MIN, "80")
 
 
 def test_bad_options():
     cases = [
         (S.karras, {"rho": 0.0}, "rho must be > 0"),
         (S.polyexponential, {"rho": -1.0}, "rho must be > 0"),
-        (S.vp, {"beta_d": -1.0}, "beta_d and beta_min must be >= 0"),
+        (S.vp, {"beta_d": -1.0}, "beta_d must be >= 0"),
+        (S.vp, {"beta_min": -0.1}, "beta_min must be >= 0"),
         (S.vp, {"beta_d": 0.0, "beta_min": 0.0}, "must not both be 0"),
         (S.iddpm, {"m": 1}, "m must be an int >= 2"),
         (S.iddpm, {"c1": 0.0}, "c1 must be > 0"),
@@ -324,6 +332,11 @@ def test_bad_options():
             f(10, SIGMA_MIN, SIGMA_MAX, **kwargs)
     with pytest.raises(ValueError, match="n must be <= the number of iDDPM levels"):
         S.iddpm(10, 1.0, 1.01)
+    # the wrong kind: a non-integer level count, a model that is not a name
+    with pytest.raises(TypeError, match="m must be an int >= 2"):
+        S.iddpm(10, SIGMA_MIN, SIGMA_MAX, m=1000.0)
+    with pytest.raises(TypeError, match="model must be one of"):
+        S.ays(10, SIGMA_MIN, SIGMA_MAX, model=1)
 
 
 # -- tuned ------------------------------------------------------------------------------------
@@ -347,7 +360,7 @@ def test_tuned_any_n_and_range(x64):
 
 
 def test_tuned_exact_at_tuned_steps_and_blended_between(x64):
-    from jaxdiff.schedules import _TUNED_KNOTS
+    from jaxdiff.schedules._tables import _TUNED_KNOTS
 
     steps = sorted(_TUNED_KNOTS)
     assert len(steps) >= 4 and {10, 20} <= set(steps)

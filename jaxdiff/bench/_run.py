@@ -135,7 +135,8 @@ def run_bench(
 
     - `problems`: `Problem`s (`jaxdiff.bench.problem(name)`, `checkpoint_problem(dir)`).
     - `samplers`: names of `jaxdiff.samplers.SAMPLERS` (k-diffusion's spelling).
-    - `schedules`: names of `jaxdiff.schedules` functions, called as `f(n, 0.002, 80.0)`.
+    - `schedules`: names of `jaxdiff.schedules` functions (`jaxdiff.schedules.SCHEDULES`), called
+      as `f(n, 0.002, 80.0)`.
     - `nfes`: NFE budgets (denoiser calls per sample).
     - `peers`: `True` for all of `("k-diffusion", "diffrax")`, `False` for none, or a list.
       k-diffusion runs its namesakes of `samplers` on the same grids (skipped, with a note,
@@ -150,7 +151,7 @@ def run_bench(
     if not problems:
         raise ValueError("problems must not be empty")
     samplers = _check_names("samplers", samplers, list(SAMPLERS))
-    schedules = _check_names("schedules", schedules, list(_schedules.__all__))
+    schedules = _check_names("schedules", schedules, list(_schedules.SCHEDULES))
     nfes = [int(b) for b in nfes]
     if not nfes or any(b < 1 for b in nfes):
         raise ValueError(f"nfes must be a non-empty list of integers >= 1, got {nfes}")

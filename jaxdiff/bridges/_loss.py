@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 
+from .._checks import check_callable, check_float_array, check_range
+from .._deprecation import keyword_key
 from ._preconditioning import BridgePrecond, bridge_scalings
 from ._process import AbstractBridge, check_x_T
 
@@ -16,13 +18,14 @@ __all__ = ["bridge_loss"]
 _WEIGHTINGS = ("precond", "uniform")
 
 
+@keyword_key("bridge_loss", 3)
 def bridge_loss(
     denoiser: Callable,
     x0,
     x_T,
-    key,
     bridge: AbstractBridge,
     *,
+    key: jax.Array,
     weighting: str = "precond",
     t_min: float | None = None,
     sigma_data_0: float | None = None,
@@ -44,25 +47,20 @@ def bridge_loss(
     a sample, then a mean over the batch.
 
     **Arguments:** `denoiser(x_t, t, x_T)` with `t` of shape `(batch,)`; `x0`, `x_T` paired data
-    `(batch, ...)`; `key`; `bridge`; options as above.
+    `(batch, ...)`; `bridge`; `key` (keyword-only; the old order `bridge_loss(denoiser, x0,
+    x_T, key, bridge)` warns); options as above.
 
     **Returns:** the scalar loss, in `x0.dtype`.
     """
-    if not callable(denoiser):
-        raise TypeError(f"denoiser must be callable, got {type(denoiser).__name__}")
+    check_callable("denoiser", denoiser, "denoiser(x_t, t, x_T)")
     if not isinstance(bridge, AbstractBridge):
         raise TypeError(f"bridge must be a jaxdiff.bridges bridge, got {type(bridge).__name__}")
     if weighting not in _WEIGHTINGS:
         raise ValueError(f"weighting must be one of {_WEIGHTINGS}, got {weighting!r}")
-    x0 = jnp.asarray(x0)
-    if not jnp.issubdtype(x0.dtype, jnp.floating):
-        raise TypeError(f"x0 must be a floating array, got dtype {x0.dtype}")
-    if x0.ndim < 2 or x0.shape[0] == 0:
-        raise ValueError(f"x0 must be a non-empty batch of shape (batch, ...), got {x0.shape}")
+    x0 = check_float_array("x0", x0, batch=True, min_ndim=2)
     x_T = check_x_T(x_T, like=x0).astype(x0.dtype)
     t_min = bridge.t_min if t_min is None else t_min
-    if not isinstance(t_min, jax.core.Tracer) and not 0 < float(t_min) < float(bridge.T):
-        raise ValueError(f"t_min must be in (0, T = {bridge.T}), got {t_min}")
+    check_range("t_min", t_min, "T", bridge.T)
     if isinstance(denoiser, BridgePrecond):
         defaults = (denoiser.sigma_data_0, denoiser.sigma_data_T, denoiser.cov)
     else:

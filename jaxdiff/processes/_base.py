@@ -12,22 +12,8 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
+from .._checks import check_callable, is_traced
 from ..sde import SDE
-
-
-def check_positive_increasing(lo_name: str, lo, hi_name: str, hi, *, allow_zero: bool = False):
-    """Boundary check for a pair of (concrete) parameters with `0 < lo < hi`."""
-    lo_f, hi_f = float(lo), float(hi)
-    if not (np.isfinite(lo_f) and np.isfinite(hi_f)):
-        raise ValueError(f"{lo_name} and {hi_name} must be finite, got {lo_f}, {hi_f}")
-    if lo_f < 0 or (lo_f == 0 and not allow_zero):
-        raise ValueError(f"{lo_name} must be {'>= 0' if allow_zero else '> 0'}, got {lo_f}")
-    if lo_f >= hi_f:
-        raise ValueError(f"{lo_name} must be < {hi_name}, got {lo_name}={lo_f}, {hi_name}={hi_f}")
-
-
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
 
 
 class AbstractProcess(eqx.Module):
@@ -93,14 +79,14 @@ class AbstractProcess(eqx.Module):
         arrays are traced: a lambda built anew for every call recompiles every solve and bakes
         the arrays it captures in as constants.
         """
-        _check_callable("score", score)
+        check_callable("score", score, "score(x, t)")
         return SDE(_ReverseDrift(self, score, 1.0), _Diffusion(self), additive=True)
 
     def probability_flow(self, score: Callable) -> SDE:
         """The probability-flow ODE `dx = [f x - g^2 score(x, t) / 2] dt` (Song et al. 2021),
         a `jaxdiff.SDE` with zero diffusion. As for `reverse`, pass `score` as a pytree (not a
         fresh lambda) to avoid recompiling."""
-        _check_callable("score", score)
+        check_callable("score", score, "score(x, t)")
         return SDE(_ReverseDrift(self, score, 0.5), None)
 
     # -- sampling ----------------------------------------------------------------------------
@@ -113,7 +99,7 @@ class AbstractProcess(eqx.Module):
         x0 = jnp.asarray(x0)
         t = jnp.asarray(t, dtype=x0.dtype)
         if (
-            _is_concrete(t)
+            not is_traced(t)
             and t.size
             and (float(jnp.min(t)) < 0 or float(jnp.max(t)) > float(self.t_max))
         ):
@@ -155,11 +141,6 @@ class AbstractProcess(eqx.Module):
     def denoiser_from_score(self, score: Callable) -> Callable:
         """The sigma-space denoiser `D(x, sigma)` of a process-time score `score(x, t)`."""
         return denoiser_from_score(score, self)
-
-
-def _check_callable(name, fn):
-    if not callable(fn):
-        raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
 
 
 class _ForwardDrift(eqx.Module):
@@ -224,7 +205,7 @@ def score_from_denoiser(denoiser: Callable, process: AbstractProcess) -> ScoreFr
     """The process-time score of a sigma-space denoiser `D(x, sigma) ~ E[x_0 | x]`
     (`x = x_0 + sigma eps`): `grad_x log p_t(x) = (D(x/s, sigma) - x/s) / (s sigma^2)`
     (Karras et al. 2022, eq. 3)."""
-    _check_callable("denoiser", denoiser)
+    check_callable("denoiser", denoiser, "denoiser(x, sigma)")
     if not isinstance(process, AbstractProcess):
         raise TypeError(f"process must be a jaxdiff process, got {type(process).__name__}")
     return ScoreFromDenoiser(denoiser, process)
@@ -233,7 +214,7 @@ def score_from_denoiser(denoiser: Callable, process: AbstractProcess) -> ScoreFr
 def denoiser_from_score(score: Callable, process: AbstractProcess) -> DenoiserFromScore:
     """The sigma-space denoiser of a process-time score `score(x, t)`:
     `D(y, sigma) = y + sigma^2 s(t) score(s(t) y, t)` at `t = t_of_sigma(sigma)`."""
-    _check_callable("score", score)
+    check_callable("score", score, "score(x, t)")
     if not isinstance(process, AbstractProcess):
         raise TypeError(f"process must be a jaxdiff process, got {type(process).__name__}")
     return DenoiserFromScore(score, process)

@@ -6,7 +6,8 @@ import math
 
 import jax.numpy as jnp
 
-from ._base import AbstractProcess, check_positive_increasing
+from .._checks import check_range
+from ._base import AbstractProcess
 
 
 class CosineVP(AbstractProcess):
@@ -29,7 +30,7 @@ class CosineVP(AbstractProcess):
     def __check_init__(self):
         if not 0 <= float(self.s) < 1:
             raise ValueError(f"s must lie in [0, 1), got {self.s}")
-        check_positive_increasing("t_min", self.t_min, "t_max", self.t_max, allow_zero=True)
+        check_range("t_min", self.t_min, "t_max", self.t_max, allow_zero=True)
         if float(self.t_max) >= 1:
             raise ValueError(f"t_max must be < 1 (sigma is infinite at t = 1), got {self.t_max}")
 

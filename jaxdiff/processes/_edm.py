@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ._base import AbstractProcess, check_positive_increasing
+from .._checks import check_range
+from ._base import AbstractProcess
 
 
 class EDM(AbstractProcess):
@@ -20,7 +21,7 @@ class EDM(AbstractProcess):
     sigma_max: float = 80.0
 
     def __check_init__(self):
-        check_positive_increasing("sigma_min", self.sigma_min, "sigma_max", self.sigma_max)
+        check_range("sigma_min", self.sigma_min, "sigma_max", self.sigma_max)
 
     @property
     def t_min(self):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ._base import AbstractProcess, check_positive_increasing
+from .._checks import check_range
+from ._base import AbstractProcess
 
 
 class VE(AbstractProcess):
@@ -23,8 +24,8 @@ class VE(AbstractProcess):
     t_max: float = 1.0
 
     def __check_init__(self):
-        check_positive_increasing("sigma_min", self.sigma_min, "sigma_max", self.sigma_max)
-        check_positive_increasing("t_min", self.t_min, "t_max", self.t_max, allow_zero=True)
+        check_range("sigma_min", self.sigma_min, "sigma_max", self.sigma_max)
+        check_range("t_min", self.t_min, "t_max", self.t_max, allow_zero=True)
 
     def scale(self, t):
         return jnp.ones_like(jnp.asarray(t, dtype=jnp.result_type(t, float)))

@@ -1,5 +1,6 @@
 """Fixed-grid samplers in sigma-space, each a small `init`/`step` object run by `jaxdiff.sample`."""
 
+from ._analytic_dpm import AnalyticDPM as AnalyticDPM
 from ._base import AbstractSampler as AbstractSampler
 from ._ddim import DDIM as DDIM
 from ._ddpm import DDPM as DDPM
@@ -21,3 +22,29 @@ from ._lms import LMS as LMS
 from ._names import SAMPLERS as SAMPLERS, by_name as by_name
 from ._predictor_corrector import PredictorCorrector as PredictorCorrector
 from ._unipc import UniPC as UniPC
+
+__all__ = [
+    "DDIM",
+    "DDPM",
+    "DEIS",
+    "DPM2",
+    "IPNDM",
+    "LMS",
+    "SAMPLERS",
+    "AbstractSampler",
+    "AnalyticDPM",
+    "DPM2Ancestral",
+    "DPMpp2M",
+    "DPMpp2MSDE",
+    "DPMpp2SAncestral",
+    "DPMpp3M",
+    "DPMpp3MSDE",
+    "DPMppSDE",
+    "EDMStochastic",
+    "Euler",
+    "EulerAncestral",
+    "Heun",
+    "PredictorCorrector",
+    "UniPC",
+    "by_name",
+]

@@ -59,7 +59,7 @@ def sample(
     **Returns:** the sample at sigma = 0, or with `return_trajectory` a `SampleResult(x,
     trajectory)` (a named tuple: `x, trajectory = ...` unpacks it).
     """
-    solver = _resolve(solver)
+    solver = resolve_sampler(solver)
     sigmas = check_grid(sigmas, name="sigmas", unit="sigma")
     x = check_float_array("x", x)
     denoiser = check_model("denoiser", denoiser, "denoiser(x, sigma)")
@@ -72,7 +72,8 @@ def sample(
     return SampleResult(x_out, trajectory) if return_trajectory else x_out
 
 
-def _resolve(solver) -> AbstractSampler:
+def resolve_sampler(solver) -> AbstractSampler:
+    """A sampler from an instance, a name (`jaxdiff.samplers.SAMPLERS`) or `None` (Heun)."""
     from ._names import SAMPLERS
 
     if solver is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import operator
 from typing import Any
 
 import diffrax as dfx
@@ -12,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import jax.tree_util as jtu
+
+from .._checks import check_count
 
 
 class GridBrownianPath(dfx.AbstractBrownianPath):
@@ -150,12 +151,7 @@ class DiscreteBrownianPath(dfx.AbstractBrownianPath):
         *,
         levy_area: type = dfx.SpaceTimeLevyArea,
     ):
-        try:
-            num_steps = operator.index(num_steps)
-        except TypeError as e:
-            raise TypeError(f"num_steps must be a positive int, got {num_steps!r}") from e
-        if num_steps < 1:
-            raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+        num_steps = check_count("num_steps", num_steps)
         if not float(t1) > float(t0):
             raise ValueError(f"t1 must be > t0, got t0={t0!r}, t1={t1!r}")
         if levy_area not in (dfx.BrownianIncrement, dfx.SpaceTimeLevyArea):

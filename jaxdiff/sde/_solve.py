@@ -14,6 +14,7 @@ import jax.tree_util as jtu
 import lineax as lx
 import numpy as np
 
+from .._checks import check_key, check_positive, is_traced
 from ._brownian import GridBrownianPath
 from ._sde import SDE
 from ._solvers import is_stratonovich, needs_levy_area, resolve_solver
@@ -99,12 +100,8 @@ class _ReversedBrownianPath(dfx.AbstractBrownianPath):
         return dfx.BrownianIncrement(dt=out.dt, W=neg(out.W))
 
 
-def _is_traced(x) -> bool:
-    return any(isinstance(leaf, jax.core.Tracer) for leaf in jtu.tree_leaves(x))
-
-
 def _check_ts(ts) -> np.ndarray:
-    if _is_traced(ts):
+    if is_traced(ts):
         raise ValueError(
             "ts must be concrete (not traced): the step grid is fixed when the solve is "
             "compiled. Inside jit, build ts with numpy (np.array) or close over an array made "
@@ -128,19 +125,10 @@ def _check_ts(ts) -> np.ndarray:
 
 
 def _check_dt(dt) -> float:
-    if _is_traced(dt):
+    if is_traced(dt):
         raise ValueError("dt must be a concrete number (it fixes the number of steps)")
-    if isinstance(dt, str | bytes):
-        raise TypeError(f"dt must be a positive number, got {dt!r}")
-    try:
-        dt = float(dt)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"dt must be a positive number, got {type(dt).__name__}") from e
-    if not (math.isfinite(dt) and dt > 0):
-        raise ValueError(
-            f"dt must be a positive finite step size (also for decreasing ts), got {dt!r}"
-        )
-    return dt
+    check_positive("dt", dt)
+    return float(dt)
 
 
 def step_grid(ts: np.ndarray, dt: float) -> np.ndarray:
@@ -229,7 +217,7 @@ def _check_brownian(brownian, sde: SDE, x0, ts: np.ndarray, solver):
             )
     lo, hi = float(ts.min()), float(ts.max())
     b0, b1 = brownian.t0, brownian.t1
-    if not _is_traced((b0, b1)):
+    if not is_traced((b0, b1)):
         # diffrax paths store their interval in the time dtype; allow float32 rounding.
         slack = 1e-6 * max(1.0, abs(lo), abs(hi))
         if float(b0) > lo + slack or float(b1) < hi - slack:
@@ -322,10 +310,7 @@ def solve_sde(
             _check_brownian(brownian, sde, x0, -ts_np if reverse else ts_np, solver)
             path = _ReversedBrownianPath(brownian) if reverse else brownian
         else:
-            if not (isinstance(key, jax.Array) and _is_key(key)):
-                raise TypeError(
-                    f"key must be a single JAX PRNG key (vmap over keys for a batch), got {key!r}"
-                )
+            check_key(key)  # one key: vmap over keys for a batch of solves
             levy = dfx.SpaceTimeLevyArea if needs_levy_area(solver) else dfx.BrownianIncrement
             path = GridBrownianPath(
                 jnp.asarray(grid_np, time_dtype), key, sde.noise_shape(x0), levy
@@ -342,12 +327,6 @@ def solve_sde(
         correct,
         adjoint,
     )
-
-
-def _is_key(key) -> bool:
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return key.shape == ()
-    return key.dtype == jnp.uint32 and key.shape[-1:] == (2,)
 
 
 @eqx.filter_jit

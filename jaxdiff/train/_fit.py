@@ -19,6 +19,8 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from .._checks import check_count, check_key
+from .._deprecation import deprecated
 from ._checkpoint import Checkpointer, latest_step, read_config, restore, restore_model_state
 from ._data import Dataset, batch_at
 from ._optim import adamw
@@ -61,14 +63,6 @@ class FitResult:
         return self.resumed_from or 0
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an int; got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1; got {value}")
-    return int(value)
-
-
 def _rewrite_metrics(path: Path, up_to: int) -> None:
     """Keeps the metrics of steps <= ``up_to`` (those of the checkpoint resumed from)."""
     if not path.exists():
@@ -104,7 +98,8 @@ def fit(
     out_dir: str | os.PathLike,
     optimizer: optax.GradientTransformation | None = None,
     ema_decay: float = 0.999,
-    seed: int = 0,
+    key: jax.Array | None = None,
+    seed: int | None = None,
     ckpt_every: int = 1000,
     keep: int = 3,
     log_every: int = 100,
@@ -137,8 +132,10 @@ def fit(
         optimizer: an optax transformation; default ``adamw(2e-4, warmup_steps=min(1000,
             steps // 10), total_steps=steps)``. For an exact resume, pass the same one.
         ema_decay: the EMA decay (warmed up as ``min(decay, (1 + n) / (10 + n))``).
-        seed: the run key's seed (data order and loss noise); a resumed run keeps the key
-            stored in its checkpoint.
+        key: the run's PRNG key (data order and loss noise), e.g. ``jax.random.key(0)``; a
+            resumed run keeps the key stored in its checkpoint.
+        seed: deprecated: an int seed, ``key=jax.random.key(seed)``. Without ``key`` and
+            ``seed`` the run uses ``jax.random.key(0)``, with a ``DeprecationWarning``.
         ckpt_every: checkpoint period in steps.
         keep: checkpoints to keep.
         log_every: metrics period in steps.
@@ -153,11 +150,11 @@ def fit(
         CheckpointError: ``out_dir`` holds a checkpoint that cannot be restored into this model
             and optimizer (nothing is written then).
     """
-    steps = _positive_int("steps", steps)
-    batch_size = _positive_int("batch_size", batch_size)
-    ckpt_every = _positive_int("ckpt_every", ckpt_every)
-    keep = _positive_int("keep", keep)
-    log_every = _positive_int("log_every", log_every)
+    steps = check_count("steps", steps)
+    batch_size = check_count("batch_size", batch_size)
+    ckpt_every = check_count("ckpt_every", ckpt_every)
+    keep = check_count("keep", keep)
+    log_every = check_count("log_every", log_every)
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset must be a jaxdiff.train.Dataset; got {type(dataset).__name__}")
     if batch_size > len(dataset):
@@ -180,7 +177,19 @@ def fit(
     if optimizer is None:
         optimizer = adamw(2e-4, warmup_steps=min(1000, steps // 10), total_steps=steps)
 
-    graphdef, state = init_state(model, optimizer, seed=seed, mesh=mesh)
+    if key is None:
+        if seed is None:
+            deprecated("fit without key=", "fit(..., key=jax.random.key(0))")
+            seed = 0
+        else:
+            deprecated("fit(..., seed=N)", "fit(..., key=jax.random.key(N))")
+            seed = check_count("seed", seed, minimum=0)
+        key = jax.random.key(seed)
+    elif seed is not None:
+        raise TypeError("pass key= or the deprecated seed=, not both")
+    else:
+        check_key(key)
+    graphdef, state = init_state(model, optimizer, seed=key, mesh=mesh)
     resumed_from = latest_step(out_dir)
     if resumed_from is not None:
         state = restore(out_dir, state)  # a CheckpointError leaves everything untouched

@@ -12,42 +12,26 @@ model once on the whole batch with one noise level per sample (shape `(batch,)`)
   weightings of Song et al. 2021 ("Score-Based Generative Modeling through SDEs") and Song,
   Durkan, Murray & Ermon 2021 ("Maximum Likelihood Training of Score-Based Diffusion Models").
 - `ddpm_loss`: Ho et al. 2020, "Denoising Diffusion Probabilistic Models", $L_{simple}$; with the
-  beta schedules `linear_betas` (Ho et al.) and `cosine_betas` (Nichol & Dhariwal 2021).
+  beta schedules `linear_betas` (Ho et al.) and `cosine_betas` (Nichol & Dhariwal 2021), defined
+  with the rest of the discrete-time chain in `jaxdiff.discrete` and re-exported here.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-import numpy as np
 
+from .._checks import check_callable, check_float_array, check_positive, is_traced
+from .._deprecation import keyword_key, process_after_state
+from ..discrete._chain import alpha_bars_from_betas, check_betas, cosine_betas, linear_betas
 from ..processes import AbstractProcess
 
 __all__ = ["cosine_betas", "ddpm_loss", "dsm_loss", "edm_loss", "linear_betas"]
 
 _WEIGHTINGS = ("likelihood", "sigma2", "none")
-
-
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
-def _check_model(name: str, model) -> None:
-    if not callable(model):
-        raise TypeError(f"{name} must be callable, got {type(model).__name__}")
-
-
-def _check_x0(x0) -> jax.Array:
-    x0 = jnp.asarray(x0)
-    if not jnp.issubdtype(x0.dtype, jnp.floating):
-        raise TypeError(f"x0 must be a floating array, got dtype {x0.dtype}")
-    if x0.ndim < 2 or x0.shape[0] == 0:
-        raise ValueError(f"x0 must be a non-empty batch of shape (batch, ...), got {x0.shape}")
-    return x0
 
 
 def _check_labels(labels, batch: int):
@@ -77,11 +61,12 @@ def _mean_per_sample(err):
     return jnp.mean(err, axis=tuple(range(1, err.ndim)))
 
 
+@keyword_key("edm_loss", 2)
 def edm_loss(
     denoiser: Callable,
     x0,
-    key,
     *,
+    key: jax.Array,
     labels=None,
     p_mean: float = -1.2,
     p_std: float = 1.2,
@@ -106,13 +91,11 @@ def edm_loss(
 
     **Returns:** the scalar loss, in `x0.dtype`.
     """
-    _check_model("denoiser", denoiser)
-    x0 = _check_x0(x0)
+    check_callable("denoiser", denoiser, "denoiser(x, sigma)")
+    x0 = check_float_array("x0", x0, batch=True, min_ndim=2)
     labels = _check_labels(labels, x0.shape[0])
-    if _is_concrete(p_std) and not float(p_std) > 0:
-        raise ValueError(f"p_std must be > 0, got {p_std}")
-    if _is_concrete(sigma_data) and not float(sigma_data) > 0:
-        raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
+    check_positive("p_std", p_std)
+    check_positive("sigma_data", sigma_data)
     k_sigma, k_noise = jr.split(key)
     dtype = x0.dtype
     sigma = jnp.exp(p_mean + p_std * jr.normal(k_sigma, (x0.shape[0],), dtype)).astype(dtype)
@@ -123,12 +106,13 @@ def edm_loss(
     return jnp.mean(weight * _mean_per_sample(err)).astype(dtype)
 
 
+@keyword_key("dsm_loss", 3)
 def dsm_loss(
     score_model: Callable,
-    process: AbstractProcess,
     x0,
-    key,
+    process: AbstractProcess,
     *,
+    key: jax.Array,
     weighting: str = "likelihood",
     t_eps: float = 1e-5,
     labels=None,
@@ -156,19 +140,23 @@ def dsm_loss(
     al. use `1e-5`); times run up to `process.t_max`.
 
     **Arguments:** `score_model(x_t, t)` (or `(x_t, t, labels=labels)`) with `t` of shape
-    `(batch,)`, returning the score; `process`; `x0` `(batch, ...)`; `key`; `weighting`; `t_eps`
+    `(batch,)`, returning the score; `x0` `(batch, ...)`; `process`; `key` (keyword-only; the
+    old order `dsm_loss(score_model, process, x0, key)` warns); `weighting`; `t_eps`
     with `0 <= t_eps < process.t_max`; `labels`.
 
     **Returns:** the scalar loss, in `x0.dtype`.
     """
-    _check_model("score_model", score_model)
+    x0, process = process_after_state(
+        "dsm_loss", x0, process, AbstractProcess, "dsm_loss(score_model, x0, process, key=key)"
+    )
+    check_callable("score_model", score_model, "score_model(x_t, t)")
     if not isinstance(process, AbstractProcess):
         raise TypeError(f"process must be a jaxdiff process, got {type(process).__name__}")
     if weighting not in _WEIGHTINGS:
         raise ValueError(f"weighting must be one of {_WEIGHTINGS}, got {weighting!r}")
-    x0 = _check_x0(x0)
+    x0 = check_float_array("x0", x0, batch=True, min_ndim=2)
     labels = _check_labels(labels, x0.shape[0])
-    if _is_concrete(t_eps) and _is_concrete(process.t_max):
+    if not is_traced((t_eps, process.t_max)):
         if not 0 <= float(t_eps) < float(process.t_max):
             raise ValueError(f"t_eps must lie in [0, t_max={process.t_max}), got {t_eps}")
     k_t, k_noise = jr.split(key)
@@ -188,18 +176,8 @@ def dsm_loss(
     return jnp.mean(loss).astype(dtype)
 
 
-def _check_betas(betas) -> jax.Array:
-    betas = jnp.asarray(betas)
-    if betas.ndim != 1 or betas.shape[0] == 0:
-        raise ValueError(f"betas must be a non-empty 1-D array, got shape {betas.shape}")
-    if not jnp.issubdtype(betas.dtype, jnp.floating):
-        raise TypeError(f"betas must be floating, got dtype {betas.dtype}")
-    if _is_concrete(betas) and not (float(jnp.min(betas)) > 0 and float(jnp.max(betas)) < 1):
-        raise ValueError("betas must lie in (0, 1)")
-    return betas
-
-
-def ddpm_loss(eps_model: Callable, x0, key, *, betas, labels=None) -> jax.Array:
+@keyword_key("ddpm_loss", 2)
+def ddpm_loss(eps_model: Callable, x0, *, key: jax.Array, betas, labels=None) -> jax.Array:
     r"""DDPM's simple loss (Ho et al. 2020, "Denoising Diffusion Probabilistic Models", eq. 14):
 
     $$L_{simple} = \mathbb E_{n, x_0, \varepsilon}\,\tfrac1d\big\lVert \varepsilon -
@@ -215,12 +193,12 @@ def ddpm_loss(eps_model: Callable, x0, key, *, betas, labels=None) -> jax.Array:
 
     **Returns:** the scalar loss, in `x0.dtype`.
     """
-    _check_model("eps_model", eps_model)
-    x0 = _check_x0(x0)
+    check_callable("eps_model", eps_model, "eps_model(x_n, n)")
+    x0 = check_float_array("x0", x0, batch=True, min_ndim=2)
     labels = _check_labels(labels, x0.shape[0])
-    betas = _check_betas(betas)
+    betas = check_betas(betas)
     dtype = x0.dtype
-    alpha_bar = jnp.cumprod(1 - betas.astype(dtype))
+    alpha_bar = alpha_bars_from_betas(betas.astype(dtype))
     k_n, k_noise = jr.split(key)
     n = jr.randint(k_n, (x0.shape[0],), 0, betas.shape[0], dtype=jnp.int32)
     ab = _per_sample(alpha_bar[n], x0)
@@ -228,35 +206,3 @@ def ddpm_loss(eps_model: Callable, x0, key, *, betas, labels=None) -> jax.Array:
     x_n = jnp.sqrt(ab) * x0 + jnp.sqrt(1 - ab) * eps
     err = (_call(eps_model, x_n, n, labels) - eps) ** 2
     return jnp.mean(_mean_per_sample(err)).astype(dtype)
-
-
-def _check_n(n) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n!r}")
-    return int(n)
-
-
-def linear_betas(n: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> jax.Array:
-    r"""DDPM's linear schedule (Ho et al. 2020): $\beta_i$ evenly spaced from `beta_start` to
-    `beta_end`, `n` values in the default float dtype. `VP(beta_min=n beta_start,
-    beta_max=n beta_end)` is its continuous-time limit at $t = (i + 1)/n$."""
-    n = _check_n(n)
-    if not 0 < float(beta_start) <= float(beta_end) < 1:
-        raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}")
-    return jnp.asarray(np.linspace(beta_start, beta_end, n), jnp.result_type(float))
-
-
-def cosine_betas(n: int = 1000, s: float = 0.008, *, max_beta: float = 0.999) -> jax.Array:
-    r"""The cosine schedule (Nichol & Dhariwal 2021, "Improved Denoising Diffusion Probabilistic
-    Models", eq. 17): $\bar\alpha(t) = \cos^2\big(\frac{t/n + s}{1 + s}\frac\pi2\big)$,
-    $\beta_i = \min(1 - \bar\alpha(i+1)/\bar\alpha(i), \beta_{max})$, `n` values (computed in
-    float64, returned in the default float dtype)."""
-    n = _check_n(n)
-    if not float(s) >= 0:
-        raise ValueError(f"s must be >= 0, got {s}")
-    if not 0 < float(max_beta) < 1:
-        raise ValueError(f"max_beta must lie in (0, 1), got {max_beta}")
-    t = np.arange(n + 1, dtype=np.float64) / n
-    alpha_bar = np.cos((t + s) / (1 + s) * math.pi / 2) ** 2
-    betas = np.minimum(1 - alpha_bar[1:] / alpha_bar[:-1], max_beta)
-    return jnp.asarray(betas, jnp.result_type(float))

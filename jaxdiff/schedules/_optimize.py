@@ -1,5 +1,5 @@
 """`jaxdiff.schedules.optimize`: choose a sampling grid by gradient descent through the
-compiled sampler."""
+compiled sampler (and the softmax parametrization of a grid it descends on)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,20 @@ import jax.numpy as jnp
 import jax.random as jr
 import optax
 
-from ._checks import check_model
-from .samplers._base import AbstractSampler
-from .samplers._core import sample
+from .._checks import (
+    check_callable,
+    check_choice,
+    check_count,
+    check_key,
+    check_model,
+    check_positive,
+    check_range,
+)
+from .._deprecation import deprecated
+from ..samplers._base import AbstractSampler
+from ..samplers._core import sample
+from ..samplers._heun import Heun
+from ._closed_form import karras
 
 
 class OptimizedSchedule(NamedTuple):
@@ -86,21 +97,27 @@ def optimize(
       counts by its relative improvement, so that problems with large errors do not dominate;
       better for a grid meant to transfer). The reported `initial_loss`/`final_loss` and
       `losses` are in the same units (for `"log_rms"`, the geometric mean itself).
+    - `key`: the PRNG key of the training and the held-out noise (split in two). Required in
+      the next release: `key=None` (the default) is deprecated, warns (`DeprecationWarning`)
+      and uses `jax.random.key(0)` for this release.
     """
-    from .schedules import karras
-
     if not isinstance(solver, AbstractSampler):
         raise TypeError(f"solver must be a jaxdiff sampler, got {type(solver).__name__}")
     if solver.stochastic:
         raise ValueError("solver must be deterministic: the loss compares trajectories")
-    if not (isinstance(n, int) and n >= 2):
-        raise ValueError(f"n must be an int >= 2, got {n!r}")
-    if not 0 < sigma_min < sigma_max:
-        raise ValueError(f"sigma_min must be < sigma_max, got {sigma_min}, {sigma_max}")
-    if objective not in ("rms", "log_rms"):
-        raise ValueError(f"objective must be 'rms' or 'log_rms', got {objective!r}")
-    if not (isinstance(iterations, int) and iterations >= 1):
-        raise ValueError(f"iterations must be a positive int, got {iterations!r}")
+    n = check_count("n", n, minimum=2)
+    check_range("sigma_min", sigma_min, "sigma_max", sigma_max)
+    check_choice("objective", objective, ("rms", "log_rms"))
+    iterations = check_count("iterations", iterations)
+    reference_steps = check_count("reference_steps", reference_steps)
+    check_positive("learning_rate", learning_rate)
+    if key is None:
+        deprecated(
+            "jaxdiff.schedules.optimize without a key (key=None, which used jax.random.key(0))",
+            "an explicit key=jax.random.key(seed)",
+        )
+        key = jr.key(0)
+    check_key(key)
     dens = [
         check_model("denoiser", d, "denoiser(x, sigma)")
         for d in (denoisers if isinstance(denoisers, Sequence) else [denoisers])
@@ -116,14 +133,13 @@ def optimize(
             )
     else:
         shapes = [tuple(shape)] * len(dens)
-    key = jr.key(0) if key is None else key
     k_train, k_test = jr.split(key)
-    init = karras if init is None else init
+    if init is None:
+        init = karras
+    check_callable("init", init, "init(n, sigma_min, sigma_max)")
     start = jnp.asarray(init(n, sigma_min, sigma_max))
     dtype = start.dtype
     ref_grid = karras(reference_steps, sigma_min, sigma_max).astype(dtype)
-
-    from .samplers._heun import Heun
 
     def problem(k):
         xs = [sigma_max * jr.normal(jr.fold_in(k, j), s, dtype) for j, s in enumerate(shapes)]

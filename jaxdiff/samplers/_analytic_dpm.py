@@ -50,6 +50,9 @@ class AnalyticDPM(AbstractSampler):
     `(num_steps,)`, aligned with the grid without its final 0; see
     `jaxdiff.analytic_dpm.estimate_gamma`); it is an array field, so new values do not
     recompile. Order 1 (weak); 1 denoiser evaluation per step.
+
+    Not in `SAMPLERS` (nor `by_name`): it cannot be built without its `gammas`. Also
+    `jaxdiff.analytic_dpm.AnalyticDPM`, with the rest of Analytic-DPM.
     """
 
     gammas: jax.Array = eqx.field(converter=jnp.asarray)

@@ -1,0 +1,77 @@
+r"""Noise-level grids (sigma schedules) for the fixed-grid samplers.
+
+Every schedule is a pure function `f(n, sigma_min, sigma_max, ..., dtype=None)` returning
+`n + 1` noise levels in sigma-space: strictly decreasing, `n` positive levels from (about)
+`sigma_max` down to (about) `sigma_min`, then a final `0` (the k-diffusion convention, as
+`jaxdiff.sample` expects). `n = 1` gives `[sigma_max, 0]`. The result is a `jnp` array in the
+default float dtype, or in `dtype`.
+
+`n` (and the structural options such as `iddpm`'s `m`, or `ays`'s `model`) must be Python
+numbers: they fix the shape. `sigma_min` and `sigma_max` may be traced, so a schedule can sit
+inside a jitted function with `n` static, e.g. `jax.jit(karras, static_argnums=0)`; the value
+checks (`0 < sigma_min < sigma_max`) then run only for concrete values.
+
+| function | levels (`i = 0 .. n-1`, `r = i / (n - 1)`) | source |
+|---|---|---|
+| `karras` | `(smax^(1/rho) + r (smin^(1/rho) - smax^(1/rho)))^rho` | EDM eq. 5 |
+| `exponential` | uniform in `log sigma` | `get_sigmas_exponential` |
+| `logsnr_uniform` | uniform in log-SNR (the same grid as `exponential`, see its docstring) | |
+| `polyexponential` | `log sigma` uniform in `(1 - r)^rho` | `get_sigmas_polyexponential` |
+| `edm_ve` | geometric in `sigma^2` (EDM's VE grid; the same grid as `exponential`) | EDM Table 1 |
+| `vp` | uniform in VP time `t` between `t(smax)` and `t(smin)` | EDM Table 1; `get_sigmas_vp` |
+| `iddpm` | `n` of the `M` discrete iDDPM cosine levels `u_j` | EDM Table 1 |
+| `kl_optimal` | `tan((1 - r) atan(smax) + r atan(smin))` | Sabour et al. 2024, AYS App. |
+| `ays` | Align Your Steps' published 10-step grid, log-linearly interpolated | Sabour et al. 2024 |
+| `tuned` | grids tuned for `IPNDM` by `optimize` on many mixtures | `benchmarks/tune_schedule.py` |
+
+`SCHEDULES` names these functions (the benchmarks and the command line pick schedules by
+these names). `optimize` is not a schedule itself: it tunes a grid for a sampler by gradient
+descent through the compiled sampler (`OptimizedSchedule` is its result).
+
+The layout: `_closed_form.py` (the closed-form grids), `_tables.py` (`ays`, `tuned` and their
+data), `_optimize.py` (`optimize`), `_grid.py` (what they share); the discrete iDDPM chain
+behind `iddpm` is `jaxdiff.discrete`'s.
+"""
+
+from ._closed_form import (
+    edm_ve as edm_ve,
+    exponential as exponential,
+    iddpm as iddpm,
+    karras as karras,
+    kl_optimal as kl_optimal,
+    logsnr_uniform as logsnr_uniform,
+    polyexponential as polyexponential,
+    vp as vp,
+)
+from ._optimize import OptimizedSchedule as OptimizedSchedule, optimize as optimize
+from ._tables import ays as ays, tuned as tuned
+
+#: The names of the schedule functions, each `f(n, sigma_min, sigma_max, ..., dtype=None)`.
+SCHEDULES: tuple[str, ...] = (
+    "ays",
+    "edm_ve",
+    "exponential",
+    "iddpm",
+    "karras",
+    "kl_optimal",
+    "logsnr_uniform",
+    "polyexponential",
+    "tuned",
+    "vp",
+)
+
+__all__ = [
+    "SCHEDULES",
+    "OptimizedSchedule",
+    "ays",
+    "edm_ve",
+    "exponential",
+    "iddpm",
+    "karras",
+    "kl_optimal",
+    "logsnr_uniform",
+    "optimize",
+    "polyexponential",
+    "tuned",
+    "vp",
+]
