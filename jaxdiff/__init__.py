@@ -1,6 +1,11 @@
 """jaxdiff: the SDEs and ODEs behind diffusion generative models, in JAX.
 
-The public surface; everything is implemented in private modules.
+The public surface; everything is implemented in private modules. The packages follow the
+layers, bottom to top: `sde` (Itô SDEs on diffrax), `processes` (noising processes),
+`parametrizations`, `samplers` and `schedules` (the fixed-grid sampler core), `discrete` (the
+DDPM chain) and `analytic_dpm`, `analytic` (exact oracles), `metrics`, `nn` and `train`
+(networks and training), `bridges` (diffusion bridges), `bench` (the benchmark harness); the
+command line (`jaxdiff.cli`) sits on top and nothing below it imports it.
 """
 
 import importlib.metadata
@@ -10,20 +15,18 @@ from . import (
     analytic_dpm as analytic_dpm,
     bench as bench,
     bridges as bridges,
+    discrete as discrete,
     metrics as metrics,
     nn as nn,
     parametrizations as parametrizations,
+    processes as processes,
     samplers as samplers,
     schedules as schedules,
+    sde as sde,
     train as train,
 )
-from ._generic import (
-    GenericResult as GenericResult,
-    sample_ode as sample_ode,
-    sample_sde as sample_sde,
-)
+from ._generic import sample_ode as sample_ode, sample_sde as sample_sde
 from ._likelihood import (
-    LikelihoodResult as LikelihoodResult,
     bits_per_dim as bits_per_dim,
     dequantize as dequantize,
     log_likelihood as log_likelihood,
@@ -34,6 +37,11 @@ from ._parallel import (
     replicate as replicate,
     sample_chunked as sample_chunked,
     shard_batch as shard_batch,
+)
+from ._results import (
+    GenericResult as GenericResult,
+    LikelihoodResult as LikelihoodResult,
+    SampleResult as SampleResult,
 )
 from .processes import (
     EDM as EDM,
@@ -54,3 +62,45 @@ from .sde import (
 )
 
 __version__ = importlib.metadata.version("jaxdiff")
+
+__all__ = [
+    "EDM",
+    "SDE",
+    "VE",
+    "VP",
+    "AbstractProcess",
+    "CosineVP",
+    "DiscreteBrownianPath",
+    "GenericResult",
+    "LikelihoodResult",
+    "SampleResult",
+    "SubVP",
+    "analytic",
+    "analytic_dpm",
+    "bench",
+    "bits_per_dim",
+    "bridges",
+    "brownian_tree",
+    "denoiser_from_score",
+    "dequantize",
+    "discrete",
+    "log_likelihood",
+    "log_likelihood_process",
+    "metrics",
+    "nn",
+    "parametrizations",
+    "per_sample_keys",
+    "processes",
+    "replicate",
+    "sample",
+    "sample_chunked",
+    "sample_ode",
+    "sample_sde",
+    "samplers",
+    "schedules",
+    "score_from_denoiser",
+    "sde",
+    "shard_batch",
+    "solve_sde",
+    "train",
+]

@@ -78,7 +78,7 @@ print(f"true negative log-likelihood: {true_nll:.3f} nats per dimension")
 # $\Gamma = 1$ recovers $\tilde\beta$. For data known to lie in $[a, b]^d$ the variance of
 # $x_0$ is at most $((b-a)/2)^2$, which gives an upper clip (their Theorem 2).
 #
-# `adpm.estimate_gamma(denoiser, data, key, alpha_bars)` computes $\Gamma_n$ for all 1000
+# `adpm.estimate_gamma(denoiser, data, alpha_bars, key=key)` computes $\Gamma_n$ for all 1000
 # levels by Monte Carlo: noise each data point to level $n$, predict the noise, average its
 # square. Where $\Gamma \approx 1$ (high noise) what matters is $1 - \Gamma$, and there the
 # plain average has too large a *relative* error; `estimator="residual"` estimates
@@ -92,8 +92,10 @@ print(f"true negative log-likelihood: {true_nll:.3f} nats per dimension")
 sig2 = (1 - alpha_bars) / alpha_bars
 gauss = jd.analytic.GaussianMixture(jnp.zeros((1, 2)), jnp.asarray(0.3**2))
 data_gauss = gauss.sample(jr.key(1), 4000)
-g_norm = adpm.estimate_gamma(gauss.denoiser, data_gauss, jr.key(2), alpha_bars)
-g_res = adpm.estimate_gamma(gauss.denoiser, data_gauss, jr.key(2), alpha_bars, estimator="residual")
+g_norm = adpm.estimate_gamma(gauss.denoiser, data_gauss, alpha_bars, key=jr.key(2))
+g_res = adpm.estimate_gamma(
+    gauss.denoiser, data_gauss, alpha_bars, key=jr.key(2), estimator="residual"
+)
 g_closed = sig2 / (0.3**2 + sig2)
 rel_norm = float(jnp.max(jnp.abs(g_norm / g_closed - 1)))
 rel_res = float(jnp.max(jnp.abs((1 - g_res) / (1 - g_closed) - 1)))
@@ -105,7 +107,7 @@ print(
 assert rel_norm < 0.1 and rel_res < 0.1
 
 gammas = adpm.estimate_gamma(
-    gm.denoiser, gm.sample(jr.key(3), 4000), jr.key(4), alpha_bars, estimator="residual"
+    gm.denoiser, gm.sample(jr.key(3), 4000), alpha_bars, key=jr.key(4), estimator="residual"
 )
 
 fig, axes = plt.subplots(1, 2, figsize=(12, 4))
@@ -154,7 +156,9 @@ assert np.all(v[r"$\tilde{\beta}$"][1:] <= v[r"analytic $\sigma^{*2}$"][1:] + 1e
 # %%
 def bound(timesteps, **kind):
     var = adpm.reverse_variances(alpha_bars, timesteps, **kind)
-    nll = adpm.nll_bound(gm.denoiser, x0, jr.key(5), alpha_bars, timesteps=timesteps, variances=var)
+    nll = adpm.nll_bound(
+        gm.denoiser, x0, alpha_bars, key=jr.key(5), timesteps=timesteps, variances=var
+    )
     return float(jnp.mean(nll)) / gm.dim
 
 

@@ -31,11 +31,11 @@ def test_gamma_matches_closed_form_on_gaussian_data(x64):
     exact = sig2 / (s**2 + sig2)
     data = gm.sample(jr.key(0), n)
     rel_se = math.sqrt(2 / (n * d))
-    g = adpm.estimate_gamma(gm.denoiser, data, jr.key(1), ab)
+    g = adpm.estimate_gamma(gm.denoiser, data, ab, key=jr.key(1))
     assert np.max(np.abs(g / exact - 1)) < 4.5 * rel_se
-    g = adpm.estimate_gamma(gm.denoiser, data, jr.key(1), ab, estimator="residual")
+    g = adpm.estimate_gamma(gm.denoiser, data, ab, key=jr.key(1), estimator="residual")
     assert np.max(np.abs((1 - g) / (1 - exact) - 1)) < 4.5 * rel_se
-    g = adpm.estimate_gamma(gm.denoiser, data, jr.key(2), ab, num_samples=n)
+    g = adpm.estimate_gamma(gm.denoiser, data, ab, key=jr.key(2), num_samples=n)
     assert np.max(np.abs(g / exact - 1)) < 4.5 * rel_se
 
 
@@ -47,8 +47,8 @@ def setup():
         gm = jd.analytic.ring(radius=0.7, std=0.1, dtype=jnp.float64)  # mostly inside [-1, 1]^2
         ab = _chain()
         data = gm.sample(jr.key(0), 4000)
-        g_norm = adpm.estimate_gamma(gm.denoiser, data, jr.key(1), ab)
-        g_res = adpm.estimate_gamma(gm.denoiser, data, jr.key(1), ab, estimator="residual")
+        g_norm = adpm.estimate_gamma(gm.denoiser, data, ab, key=jr.key(1))
+        g_res = adpm.estimate_gamma(gm.denoiser, data, ab, key=jr.key(1), estimator="residual")
         x0 = gm.sample(jr.key(2), 4000)
     return gm, ab, g_norm, g_res, x0
 
@@ -60,7 +60,7 @@ def test_analytic_variance_improves_the_bound(x64, setup, num_steps):
 
     def bound(**kw):
         v = adpm.reverse_variances(ab, ts, **kw)
-        nll = adpm.nll_bound(gm.denoiser, x0, jr.key(3), ab, timesteps=ts, variances=v)
+        nll = adpm.nll_bound(gm.denoiser, x0, ab, key=jr.key(3), timesteps=ts, variances=v)
         return float(jnp.mean(nll)) / gm.dim  # nats per dimension; common random numbers
 
     beta, post = bound(kind="beta"), bound(kind="posterior")
@@ -82,7 +82,7 @@ def test_optimal_trajectory(x64, setup):
 
         def bound(t):
             v = adpm.reverse_variances(ab, t, kind="analytic", gammas=g_res[t])
-            nll = adpm.nll_bound(gm.denoiser, x0, jr.key(3), ab, timesteps=t, variances=v)
+            nll = adpm.nll_bound(gm.denoiser, x0, ab, key=jr.key(3), timesteps=t, variances=v)
             return float(jnp.mean(nll))
 
         assert bound(ts) < bound(even)
@@ -139,7 +139,7 @@ def test_bad_input(x64, setup):
     with pytest.raises(ValueError, match="num_steps"):
         adpm.optimal_timesteps(ab, g_norm, 1)
     with pytest.raises(ValueError, match="estimator"):
-        adpm.estimate_gamma(gm.denoiser, gm.sample(jr.key(0), 4), jr.key(0), ab, estimator="x")
+        adpm.estimate_gamma(gm.denoiser, gm.sample(jr.key(0), 4), ab, key=jr.key(0), estimator="x")
     with pytest.raises(ValueError, match="one entry per step"):
         jd.sample(
             gm.denoiser,
@@ -152,11 +152,13 @@ def test_bad_input(x64, setup):
     with pytest.raises(TypeError, match="timesteps must be an integer array"):
         adpm.reverse_variances(ab, np.array([3.0, 5.0]), kind="beta")
     with pytest.raises(TypeError, match="data must be a floating-point array"):
-        adpm.estimate_gamma(gm.denoiser, jnp.ones((4, 2), int), jr.key(0), ab)
+        adpm.estimate_gamma(gm.denoiser, jnp.ones((4, 2), int), ab, key=jr.key(0))
     with pytest.raises(TypeError, match="num_steps must be an int"):
         adpm.optimal_timesteps(ab, g_norm, 10.0)
     with pytest.raises(TypeError, match="num_samples must be an int"):
-        adpm.estimate_gamma(gm.denoiser, gm.sample(jr.key(0), 4), jr.key(0), ab, num_samples=True)
+        adpm.estimate_gamma(
+            gm.denoiser, gm.sample(jr.key(0), 4), ab, key=jr.key(0), num_samples=True
+        )
 
 
 def test_one_home():

@@ -500,7 +500,7 @@ def test_bad_call_input_raises():
         gm.score(jnp.asarray(0.0), 1.0)
     with pytest.raises(ValueError, match="u must have shape"):
         gm.cdf_projected(jnp.ones(3), 0.0)
-    with pytest.raises(ValueError, match="n must be non-negative"):
+    with pytest.raises(ValueError, match="n must be an int >= 0"):
         gm.sample(jax.random.key(0), -1)
     with pytest.raises(TypeError, match="n must be an int"):
         gm.sample(jax.random.key(0), 2.5)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import math
-import operator
 from typing import Any
 
 import equinox as eqx
@@ -13,6 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp, ndtr
 from jax.typing import ArrayLike
+
+from .._checks import check_count, is_traced
 
 __all__ = ["GaussianMixture", "ProcessScore"]
 
@@ -25,11 +26,6 @@ def _cast(a: ArrayLike, dtype: Any) -> jax.Array:
     """``jnp.asarray(a, dtype)``, skipping the conversion when the dtype already matches."""
     a = jnp.asarray(a)
     return a if a.dtype == dtype and not a.weak_type else a.astype(dtype)
-
-
-def _is_concrete(a: Any) -> bool:
-    """Whether `a` holds values that can be inspected on the host (not a jax tracer)."""
-    return not isinstance(a, jax.core.Tracer)
 
 
 def _as_real_array(name: str, value: Any) -> jax.Array:
@@ -145,7 +141,7 @@ class GaussianMixture(eqx.Module):
         parts = [means, variances] if weights is None else [means, variances, weights]
         # Concrete input is checked and prepared with numpy (no compilation); traced input
         # (construction inside jit) takes the same steps with jnp, values unchecked.
-        concrete = all(_is_concrete(a) for a in parts)
+        concrete = not is_traced(parts)
         xp = np if concrete else jnp
 
         if means.ndim != 2:
@@ -342,12 +338,7 @@ class GaussianMixture(eqx.Module):
     # ------------------------------------------------------------------ sampling
 
     def _sample(self, key: jax.Array, n: Any, sigma: ArrayLike) -> jax.Array:
-        try:
-            n = operator.index(n)
-        except TypeError as err:
-            raise TypeError(f"n must be an int; got {type(n).__name__}") from err
-        if n < 0:
-            raise ValueError(f"n must be non-negative; got {n}")
+        n = check_count("n", n, minimum=0)
         return _sample(self, key, _cast(sigma, self.means.dtype), n)
 
     def sample(self, key: jax.Array, n: int) -> jax.Array:

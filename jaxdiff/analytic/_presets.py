@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import math
-import operator
 from typing import Any
 
 import jax
@@ -12,26 +11,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtr
 
+from .._checks import check_count, check_positive
 from ._gaussian_mixture import GaussianMixture
 
 __all__ = ["grid", "ill_conditioned", "random_mixture", "ring"]
 
 
-def _positive_int(name: str, value: Any) -> int:
-    try:
-        value = operator.index(value)
-    except TypeError as err:
-        raise TypeError(f"{name} must be an int; got {type(value).__name__}") from err
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1; got {value}")
-    return value
-
-
 def _positive(name: str, value: float) -> float:
-    value = float(value)
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be positive and finite; got {value}")
-    return value
+    check_positive(name, value)
+    return float(value)
 
 
 def _dtype(dtype: Any) -> Any:
@@ -55,7 +43,7 @@ def ring(
     Returns:
         A `GaussianMixture` with ``num_modes`` components in dimension 2.
     """
-    num_modes = _positive_int("num_modes", num_modes)
+    num_modes = check_count("num_modes", num_modes)
     std = _positive("std", std)
     dtype = _dtype(dtype)
     angles = 2.0 * np.pi * np.arange(num_modes) / num_modes
@@ -77,7 +65,7 @@ def grid(
     Returns:
         A `GaussianMixture` with ``side**2`` components in dimension 2.
     """
-    side = _positive_int("side", side)
+    side = check_count("side", side)
     std = _positive("std", std)
     dtype = _dtype(dtype)
     coords = (np.arange(side) - (side - 1) / 2) * spacing
@@ -119,8 +107,8 @@ def random_mixture(
     Returns:
         A `GaussianMixture` with ``num_components`` components in dimension ``dim``.
     """
-    dim = _positive_int("dim", dim)
-    num_components = _positive_int("num_components", num_components)
+    dim = check_count("dim", dim)
+    num_components = check_count("num_components", num_components)
     min_std = _positive("min_std", min_std)
     max_std = _positive("max_std", max_std)
     if max_std < min_std:
@@ -164,8 +152,8 @@ def ill_conditioned(
     Returns:
         A `GaussianMixture` with ``num_components`` components in dimension ``dim``.
     """
-    dim = _positive_int("dim", dim)
-    num_components = _positive_int("num_components", num_components)
+    dim = check_count("dim", dim)
+    num_components = check_count("num_components", num_components)
     condition = float(condition)
     if not (condition >= 1 and math.isfinite(condition)):
         raise ValueError(f"condition must be a finite number >= 1; got {condition}")

@@ -9,15 +9,17 @@ import jax.numpy as jnp
 import jax.random as jr
 
 from .._checks import check_choice, check_count, check_float_array, check_key, check_model
+from .._deprecation import keyword_key
 from ..discrete._chain import check_alpha_bars, sigmas_from_alpha_bars
 
 
+@keyword_key("estimate_gamma", 2)
 def estimate_gamma(
     denoiser,
     data,
-    key: jax.Array,
     alpha_bars,
     *,
+    key: jax.Array,
     num_samples: int | None = None,
     estimator: str = "norm",
 ) -> jax.Array:

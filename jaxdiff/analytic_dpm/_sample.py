@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import jax.random as jr
 
 from .._checks import check_choice, check_float_array, check_key, check_model
+from .._deprecation import keyword_key
 from ..discrete._chain import sigmas_from_alpha_bars
 from ..samplers._analytic_dpm import AnalyticDPM
 from ..samplers._core import sample
@@ -69,7 +70,8 @@ def sample_analytic(
 # -- the bound --------------------------------------------------------------------------------
 
 
-def nll_bound(denoiser, x0, key: jax.Array, alpha_bars, *, timesteps, variances) -> jax.Array:
+@keyword_key("nll_bound", 2)
+def nll_bound(denoiser, x0, alpha_bars, *, key: jax.Array, timesteps, variances) -> jax.Array:
     r"""A one-sample Monte Carlo estimate, per data point, of DDPM's variational bound
     $-\mathrm{ELBO} \ge -\log p_\theta(x_0)$ (nats) of the model restricted to a trajectory
     (Ho et al. 2020, eq. 5; Bao et al. 2022, eq. 2), with means from the denoiser and the given

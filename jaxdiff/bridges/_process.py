@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from .._checks import check_float_array
+from .._checks import check_float_array, check_positive
 
 __all__ = ["VE", "VP", "AbstractBridge"]
 
@@ -172,12 +172,6 @@ class AbstractBridge(eqx.Module):
         return jnp.sqrt(self.g2(t))
 
 
-def _check_positive(name, value):
-    v = float(value)
-    if not (np.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be finite and > 0, got {value}")
-
-
 class VE(AbstractBridge):
     r"""The VE bridge (Brownian bridge of $dx = \sqrt{2t}\,dW$): $\alpha_t = 1$, $\sigma_t = t$,
     $T$ = `sigma_max`;
@@ -193,8 +187,8 @@ class VE(AbstractBridge):
     t_min: float = 0.002
 
     def __check_init__(self):
-        _check_positive("sigma_max", self.sigma_max)
-        _check_positive("t_min", self.t_min)
+        check_positive("sigma_max", self.sigma_max)
+        check_positive("t_min", self.t_min)
         if float(self.t_min) >= float(self.sigma_max):
             raise ValueError(f"t_min must be < sigma_max, got {self.t_min} >= {self.sigma_max}")
 
@@ -246,11 +240,11 @@ class VP(AbstractBridge):
     t_min: float = eqx.field(default=1e-4, kw_only=True)
 
     def __check_init__(self):
-        _check_positive("beta_d", self.beta_d)
+        check_positive("beta_d", self.beta_d)
         if not (np.isfinite(float(self.beta_min)) and float(self.beta_min) >= 0):
             raise ValueError(f"beta_min must be finite and >= 0, got {self.beta_min}")
-        _check_positive("T", self.T)
-        _check_positive("t_min", self.t_min)
+        check_positive("T", self.T)
+        check_positive("t_min", self.t_min)
         if float(self.t_min) >= float(self.T):
             raise ValueError(f"t_min must be < T, got {self.t_min} >= {self.T}")
 

@@ -20,18 +20,6 @@ import numpy as np
 
 from .._checks import check_count, check_float_array, check_number, check_positive, is_traced
 
-__all__ = [
-    "alpha_bars_from_betas",
-    "check_alpha_bars",
-    "check_betas",
-    "check_timesteps",
-    "cosine_alpha_bars",
-    "cosine_betas",
-    "even_timesteps",
-    "iddpm_levels",
-    "linear_betas",
-    "sigmas_from_alpha_bars",
-]
 
 
 # -- boundary checks of a chain (on the generic checks of `jaxdiff._checks`) --------------------

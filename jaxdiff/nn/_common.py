@@ -4,29 +4,12 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
+from .._checks import is_traced
 from ._embedding import FourierEmbedding, SinusoidalEmbedding
 
 _EMBEDDINGS = ("fourier", "sinusoidal")
-
-
-def is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
-def check_positive_int(name: str, value, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_float_input(x) -> jax.Array:
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"x must be a floating array, got dtype {x.dtype}")
-    return x
 
 
 def make_noise_embedding(kind: str, dim: int, rngs: nnx.Rngs):
@@ -61,7 +44,7 @@ def label_index(labels, batch: int, num_classes: int) -> jax.Array | None:
         raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
     if labels.shape != (batch,):
         raise ValueError(f"labels must have shape (batch,) = ({batch},), got {labels.shape}")
-    if is_concrete(labels) and labels.size:
+    if not is_traced(labels) and labels.size:
         lo, hi = int(jnp.min(labels)), int(jnp.max(labels))
         if lo < -1 or hi >= num_classes:
             raise ValueError(

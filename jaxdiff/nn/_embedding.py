@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from .._checks import check_count
+
 __all__ = ["FourierEmbedding", "SinusoidalEmbedding"]
 
 
@@ -30,8 +32,9 @@ class Buffer(nnx.Variable):
 
 
 def _check_dim(dim) -> int:
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2 or dim % 2:
-        raise ValueError(f"dim must be an even int >= 2, got {dim!r}")
+    dim = check_count("dim", dim, minimum=2)
+    if dim % 2:
+        raise ValueError(f"dim must be an even int >= 2, got {dim}")
     return dim
 
 

@@ -6,10 +6,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from .._checks import check_count, check_float_array
 from ._common import (
     batch_noise,
-    check_float_input,
-    check_positive_int,
     label_index,
     make_noise_embedding,
 )
@@ -72,11 +71,11 @@ class MLP(nnx.Module):
         in_dim: int | None = None,
         rngs: nnx.Rngs,
     ):
-        self.dim = check_positive_int("dim", dim)
-        self.in_dim = self.dim if in_dim is None else check_positive_int("in_dim", in_dim)
-        hidden = check_positive_int("hidden", hidden)
-        depth = check_positive_int("depth", depth, minimum=0)
-        self.num_classes = check_positive_int("num_classes", num_classes, minimum=0)
+        self.dim = check_count("dim", dim)
+        self.in_dim = self.dim if in_dim is None else check_count("in_dim", in_dim)
+        hidden = check_count("hidden", hidden)
+        depth = check_count("depth", depth, minimum=0)
+        self.num_classes = check_count("num_classes", num_classes, minimum=0)
         kw = dict(param_dtype=param_dtype, rngs=rngs)
         self.noise_embedding = make_noise_embedding(embedding, emb_dim, rngs)
         self.emb1 = nnx.Linear(emb_dim, hidden, kernel_init=_xavier, **kw)
@@ -92,7 +91,7 @@ class MLP(nnx.Module):
         self.out = nnx.Linear(hidden, self.dim, kernel_init=_zeros, **kw)
 
     def __call__(self, x, c_noise, labels=None) -> jax.Array:
-        x = check_float_input(x)
+        x = check_float_array("x", x)
         if x.ndim != 2 or x.shape[1] != self.in_dim:
             what = "dim" if self.in_dim == self.dim else "in_dim"
             raise ValueError(f"x must have shape (batch, {what}={self.in_dim}), got {x.shape}")

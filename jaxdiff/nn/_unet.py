@@ -8,10 +8,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from .._checks import check_count, check_float_array
 from ._common import (
     batch_noise,
-    check_float_input,
-    check_positive_int,
     label_index,
     make_noise_embedding,
 )
@@ -150,22 +149,20 @@ class UNet(nnx.Module):
         out_channels: int | None = None,
         rngs: nnx.Rngs,
     ):
-        self.image_size = check_positive_int("image_size", image_size)
-        self.in_channels = check_positive_int("in_channels", in_channels)
+        self.image_size = check_count("image_size", image_size)
+        self.in_channels = check_count("in_channels", in_channels)
         self.out_channels = (
-            self.in_channels
-            if out_channels is None
-            else check_positive_int("out_channels", out_channels)
+            self.in_channels if out_channels is None else check_count("out_channels", out_channels)
         )
-        channels = check_positive_int("channels", channels)
+        channels = check_count("channels", channels)
         mults = tuple(channel_mults)
         if not mults:
             raise ValueError("channel_mults must not be empty")
         for m in mults:
-            check_positive_int("channel_mults entries", m)
-        num_res_blocks = check_positive_int("num_res_blocks", num_res_blocks)
-        num_heads = check_positive_int("num_heads", num_heads)
-        self.num_classes = check_positive_int("num_classes", num_classes, minimum=0)
+            check_count("channel_mults entries", m)
+        num_res_blocks = check_count("num_res_blocks", num_res_blocks)
+        num_heads = check_count("num_heads", num_heads)
+        self.num_classes = check_count("num_classes", num_classes, minimum=0)
         if not 0 <= float(dropout) < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         factor = 2 ** (len(mults) - 1)
@@ -239,7 +236,7 @@ class UNet(nnx.Module):
         return h
 
     def __call__(self, x, c_noise, labels=None) -> jax.Array:
-        x = check_float_input(x)
+        x = check_float_array("x", x)
         want = (self.image_size, self.image_size, self.in_channels)
         if x.ndim != 4 or x.shape[1:] != want:
             raise ValueError(

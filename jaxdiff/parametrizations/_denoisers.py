@@ -24,25 +24,13 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .._checks import check_callable, is_traced
 from ..processes import AbstractProcess, denoiser_from_score
 from ..processes._vp import t_of_integrated_beta
 
-__all__ = [
-    "ClassifierFreeGuidance",
-    "Conditional",
-    "EDMPrecond",
-    "VEPrecond",
-    "VPPrecond",
-    "from_eps",
-    "from_score",
-    "from_v",
-    "from_x0",
-]
-
 
 def _check(model, process):
-    if not callable(model):
-        raise TypeError(f"model must be callable model(x_t, t), got {type(model).__name__}")
+    check_callable("model", model, "model(x_t, t)")
     if not isinstance(process, AbstractProcess):
         raise TypeError(f"process must be a jaxdiff process, got {type(process).__name__}")
 
@@ -110,11 +98,6 @@ def from_score(model: Callable, process: AbstractProcess):
     return denoiser_from_score(model, process)
 
 
-def _check_raw(raw):
-    if not callable(raw):
-        raise TypeError(f"raw must be a callable network F(x, c_noise), got {type(raw).__name__}")
-
-
 def _precondition(precond, x, sigma, kwargs):
     """`c_skip x + c_out F(c_in x, c_noise, **kwargs)`, sigma a scalar or one per sample.
 
@@ -144,7 +127,7 @@ class EDMPrecond(eqx.Module):
     sigma_data: float = 0.5
 
     def __check_init__(self):
-        _check_raw(self.raw)
+        check_callable("raw", self.raw, "a network F(x, c_noise)")
         if not float(self.sigma_data) > 0:
             raise ValueError(f"sigma_data must be > 0, got {self.sigma_data}")
 
@@ -171,7 +154,7 @@ class VPPrecond(eqx.Module):
     m: int = 1000
 
     def __check_init__(self):
-        _check_raw(self.raw)
+        check_callable("raw", self.raw, "a network F(x, c_noise)")
 
     def coefficients(self, sigma):
         t = t_of_integrated_beta(jnp.log1p(sigma**2), self.beta_min, self.beta_min + self.beta_d)
@@ -190,7 +173,7 @@ class VEPrecond(eqx.Module):
     raw: Any
 
     def __check_init__(self):
-        _check_raw(self.raw)
+        check_callable("raw", self.raw, "a network F(x, c_noise)")
 
     def coefficients(self, sigma):
         one = jnp.ones_like(sigma)
@@ -209,7 +192,7 @@ def _as_labels(labels) -> jax.Array:
         raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
     if labels.ndim > 1:
         raise ValueError(f"labels must be a scalar or have shape (batch,), got {labels.shape}")
-    if not isinstance(labels, jax.core.Tracer) and labels.size and int(jnp.min(labels)) < -1:
+    if not is_traced(labels) and labels.size and int(jnp.min(labels)) < -1:
         raise ValueError(f"labels must be >= 0, or -1 for 'no label', got min {jnp.min(labels)}")
     return labels
 
@@ -229,14 +212,6 @@ def _batch_labels(labels, x) -> jax.Array:
     return labels
 
 
-def _check_denoiser(denoiser):
-    if not callable(denoiser):
-        raise TypeError(
-            f"denoiser must be callable denoiser(x, sigma, labels=...), got "
-            f"{type(denoiser).__name__}"
-        )
-
-
 class Conditional(eqx.Module):
     """A class-conditional denoiser with its labels fixed: `D(x, sigma) =
     denoiser(x, sigma, labels=labels)`, the `(x, sigma)` form every sampler takes.
@@ -249,7 +224,7 @@ class Conditional(eqx.Module):
     labels: jax.Array = eqx.field(converter=_as_labels)
 
     def __check_init__(self):
-        _check_denoiser(self.denoiser)
+        check_callable("denoiser", self.denoiser, "denoiser(x, sigma, labels=...)")
 
     def __call__(self, x, sigma):
         return self.denoiser(x, sigma, labels=_batch_labels(self.labels, x))
@@ -276,7 +251,7 @@ class ClassifierFreeGuidance(eqx.Module):
     scale: jax.Array = eqx.field(converter=jnp.asarray)
 
     def __check_init__(self):
-        _check_denoiser(self.denoiser)
+        check_callable("denoiser", self.denoiser, "denoiser(x, sigma, labels=...)")
         if jnp.ndim(self.scale) != 0:
             raise ValueError(f"scale must be a scalar, got shape {jnp.shape(self.scale)}")
         if not jnp.issubdtype(jnp.result_type(self.scale), jnp.number):

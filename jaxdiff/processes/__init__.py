@@ -1,3 +1,6 @@
+"""Forward noising processes in EDM's form `x_t = s(t) (x_0 + sigma(t) eps)`, each with its forward
+SDE, reverse-time SDE and probability-flow ODE from a score."""
+
 from ._base import (
     AbstractProcess as AbstractProcess,
     denoiser_from_score as denoiser_from_score,
@@ -8,3 +11,14 @@ from ._edm import EDM as EDM
 from ._subvp import SubVP as SubVP
 from ._ve import VE as VE
 from ._vp import VP as VP
+
+__all__ = [
+    "EDM",
+    "VE",
+    "VP",
+    "AbstractProcess",
+    "CosineVP",
+    "SubVP",
+    "denoiser_from_score",
+    "score_from_denoiser",
+]

@@ -9,6 +9,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .._checks import check_positive
+
 
 class AbstractSampler(eqx.Module):
     """A fixed-grid sampler in sigma-space (k-diffusion/EDM convention).
@@ -52,6 +54,46 @@ class AbstractSampler(eqx.Module):
     @abc.abstractmethod
     def step(self, denoise, x, carry, i, sigmas, key, *, final: bool):
         """One step from `sigmas[i]` to `sigmas[i + 1]` (which is 0 when `final`)."""
+
+
+class AbstractAncestral(AbstractSampler):
+    """A sampler that adds fresh noise every step: `eta` scales how much (0: none, the
+    deterministic sampler), `s_noise` multiplies the fresh noise (EDM's `S_noise`)."""
+
+    eta: float = 1.0
+    s_noise: float = 1.0
+
+    stochastic: ClassVar[bool] = True
+
+    def __check_init__(self):
+        check_eta_s_noise(self.eta, self.s_noise)
+
+
+class AbstractSlopeMultistep(AbstractSampler):
+    """A linear multistep method on the PF-ODE slope `d = (x - D)/sigma` that carries the
+    slopes of the previous `order - 1` steps (zeros while warming up) and takes the last step,
+    to sigma = 0, as an Euler step (`x -> D(x; sigma)`). 1 denoiser evaluation per step."""
+
+    order: eqx.AbstractVar[int]
+
+    def nfe(self, num_steps: int) -> int:
+        return num_steps
+
+    def init(self, x, sigmas):
+        del sigmas
+        # d_{i-1}, d_{i-2}, ...: the slopes of the previous steps
+        return jnp.zeros((self.order - 1, *x.shape), x.dtype)
+
+
+def check_eta_s_noise(eta, s_noise) -> None:
+    """`eta >= 0` and `s_noise >= 0`, checked when concrete."""
+    check_positive("eta", eta, allow_zero=True)
+    check_positive("s_noise", s_noise, allow_zero=True)
+
+
+def two_stage_nfe(num_steps: int) -> int:
+    """NFE of a two-stage sampler whose last step (to sigma = 0) is one Euler step."""
+    return max(2 * num_steps - 1, 0)
 
 
 def to_d(x, sigma, denoised):

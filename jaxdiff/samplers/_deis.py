@@ -5,11 +5,11 @@ from __future__ import annotations
 import equinox as eqx
 import jax.numpy as jnp
 
-from ._base import AbstractSampler, to_d
+from ._base import AbstractSlopeMultistep, to_d
 from ._lms import lms_coefficients
 
 
-class DEIS(AbstractSampler):
+class DEIS(AbstractSlopeMultistep):
     r"""DEIS, the tAB variant in sigma-space: for $dx/d\sigma = \epsilon(x, \sigma) =
     (x - D(x;\sigma))/\sigma$ (the VE/EDM probability-flow ODE, whose exponential integrator
     has no linear part in this parametrization), $\epsilon$ is extrapolated by the polynomial
@@ -31,14 +31,6 @@ class DEIS(AbstractSampler):
     def __check_init__(self):
         if not (isinstance(self.order, int) and 1 <= self.order <= 6):
             raise ValueError(f"DEIS order must be an int in 1 .. 6, got {self.order}")
-
-    def nfe(self, num_steps: int) -> int:
-        return num_steps
-
-    def init(self, x, sigmas):
-        del sigmas
-        # eps_{i-1}, eps_{i-2}, ...: the slopes of the previous steps
-        return jnp.zeros((self.order - 1, *x.shape), x.dtype)
 
     def step(self, denoise, x, carry, i, sigmas, key, *, final):
         del key

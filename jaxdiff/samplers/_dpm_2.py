@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ._base import AbstractSampler, to_d
+from ._base import AbstractSampler, to_d, two_stage_nfe
 
 
 class DPM2(AbstractSampler):
@@ -20,7 +20,7 @@ class DPM2(AbstractSampler):
     """
 
     def nfe(self, num_steps: int) -> int:
-        return max(2 * num_steps - 1, 0)
+        return two_stage_nfe(num_steps)
 
     def step(self, denoise, x, carry, i, sigmas, key, *, final):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import jax.numpy as jnp
 import jax.random as jr
 
-from ._base import AbstractSampler, ancestral_step, to_d
-from ._euler_ancestral import check_eta_s_noise
+from ._base import AbstractAncestral, ancestral_step, to_d, two_stage_nfe
 
 
-class DPM2Ancestral(AbstractSampler):
+class DPM2Ancestral(AbstractAncestral):
     r"""Ancestral sampling with DPM-Solver-2 steps: a second-order (midpoint in log sigma)
     step of the probability-flow ODE down to `sigma_down`, then fresh noise of std `sigma_up`.
 
@@ -25,16 +22,8 @@ class DPM2Ancestral(AbstractSampler):
     step, the step is an Euler step to 0 followed by the noise (k-diffusion then adds none).
     """
 
-    eta: float = 1.0
-    s_noise: float = 1.0
-
-    stochastic: ClassVar[bool] = True
-
-    def __check_init__(self):
-        check_eta_s_noise(self.eta, self.s_noise)
-
     def nfe(self, num_steps: int) -> int:
-        return max(2 * num_steps - 1, 0)
+        return two_stage_nfe(num_steps)
 
     def step(self, denoise, x, carry, i, sigmas, key, *, final):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]

@@ -8,8 +8,7 @@ import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
 
-from ._base import AbstractSampler
-from ._euler_ancestral import check_eta_s_noise
+from ._base import AbstractSampler, check_eta_s_noise
 from ._noise import brownian_tree, check_noise, normal_increment
 
 

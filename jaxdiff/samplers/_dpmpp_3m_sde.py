@@ -7,9 +7,8 @@ from typing import ClassVar
 import equinox as eqx
 import jax.numpy as jnp
 
-from ._base import AbstractSampler
+from ._base import AbstractSampler, check_eta_s_noise
 from ._dpmpp_2m_sde import sde_noise
-from ._euler_ancestral import check_eta_s_noise
 from ._noise import brownian_tree, check_noise
 
 

@@ -8,8 +8,7 @@ import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
 
-from ._base import AbstractSampler, ancestral_step, to_d
-from ._euler_ancestral import check_eta_s_noise
+from ._base import AbstractSampler, ancestral_step, check_eta_s_noise, to_d, two_stage_nfe
 from ._noise import brownian_tree, check_noise, normal_increment
 
 
@@ -48,7 +47,7 @@ class DPMppSDE(AbstractSampler):
         check_noise(self.noise)
 
     def nfe(self, num_steps: int) -> int:
-        return max(2 * num_steps - 1, 0)
+        return two_stage_nfe(num_steps)
 
     def init_with_key(self, x, sigmas, key):
         return brownian_tree(x, sigmas, key) if self.noise == "tree" else None

@@ -8,7 +8,7 @@ from typing import ClassVar
 import jax.numpy as jnp
 import jax.random as jr
 
-from ._base import AbstractSampler
+from ._base import AbstractSampler, two_stage_nfe
 from ._heun import heun_step
 
 
@@ -49,7 +49,7 @@ class EDMStochastic(AbstractSampler):
                 raise ValueError(f"{name} must be >= 0, got {value!r}")
 
     def nfe(self, num_steps: int) -> int:
-        return max(2 * num_steps - 1, 0)
+        return two_stage_nfe(num_steps)
 
     def step(self, denoise, x, carry, i, sigmas, key, *, final):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]

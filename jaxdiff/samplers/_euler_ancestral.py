@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import jax.random as jr
 
-from ._base import AbstractSampler, ancestral_step, to_d
+from ._base import AbstractAncestral, ancestral_step, to_d
 
 
-def check_eta_s_noise(eta, s_noise) -> None:
-    if isinstance(eta, int | float) and not eta >= 0:
-        raise ValueError(f"eta must be >= 0, got {eta!r}")
-    if isinstance(s_noise, int | float) and not s_noise >= 0:
-        raise ValueError(f"s_noise must be >= 0, got {s_noise!r}")
-
-
-class EulerAncestral(AbstractSampler):
+class EulerAncestral(AbstractAncestral):
     r"""Ancestral sampling with Euler steps: an Euler step of the probability-flow ODE down to
     `sigma_down`, then fresh noise of std `sigma_up` (`sigma_down^2 + sigma_up^2 =
     sigma_next^2`, see `ancestral_step`).
@@ -29,14 +20,6 @@ class EulerAncestral(AbstractSampler):
     **Options:** `eta` scales the noise (`0`: Euler's method on the ODE, `1`: DDPM-like);
     `s_noise` multiplies the fresh noise.
     """
-
-    eta: float = 1.0
-    s_noise: float = 1.0
-
-    stochastic: ClassVar[bool] = True
-
-    def __check_init__(self):
-        check_eta_s_noise(self.eta, self.s_noise)
 
     def nfe(self, num_steps: int) -> int:
         return num_steps

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._base import AbstractSampler, to_d
+from ._base import AbstractSampler, to_d, two_stage_nfe
 
 
 def heun_step(denoise, x, sigma, sigma_next, *, final):
@@ -27,7 +27,7 @@ class Heun(AbstractSampler):
     """
 
     def nfe(self, num_steps: int) -> int:
-        return max(2 * num_steps - 1, 0)
+        return two_stage_nfe(num_steps)
 
     def step(self, denoise, x, carry, i, sigmas, key, *, final):
         x_next, denoised = heun_step(denoise, x, sigmas[i], sigmas[i + 1], final=final)

@@ -6,7 +6,7 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
-from ._base import AbstractSampler, to_d
+from ._base import AbstractSlopeMultistep, to_d
 
 # Adams–Bashforth coefficients of d_i, d_{i-1}, ... for orders 1..4 (equal steps).
 _AB = np.array(
@@ -19,7 +19,7 @@ _AB = np.array(
 )
 
 
-class IPNDM(AbstractSampler):
+class IPNDM(AbstractSlopeMultistep):
     r"""Improved pseudo numerical methods (iPNDM) on the probability-flow ODE
     $dx/d\sigma = d(x, \sigma) = (x - D(x;\sigma))/\sigma$.
 
@@ -42,14 +42,6 @@ class IPNDM(AbstractSampler):
     def __check_init__(self):
         if self.order not in (1, 2, 3, 4):
             raise ValueError(f"IPNDM order must be 1, 2, 3 or 4, got {self.order}")
-
-    def nfe(self, num_steps: int) -> int:
-        return num_steps
-
-    def init(self, x, sigmas):
-        del sigmas
-        # d_{i-1}, d_{i-2}, ...: the slopes of the previous steps
-        return jnp.zeros((self.order - 1, *x.shape), x.dtype)
 
     def step(self, denoise, x, carry, i, sigmas, key, *, final):
         del key

@@ -60,18 +60,4 @@ SCHEDULES: tuple[str, ...] = (
     "vp",
 )
 
-__all__ = [
-    "SCHEDULES",
-    "OptimizedSchedule",
-    "ays",
-    "edm_ve",
-    "exponential",
-    "iddpm",
-    "karras",
-    "kl_optimal",
-    "logsnr_uniform",
-    "optimize",
-    "polyexponential",
-    "tuned",
-    "vp",
-]
+__all__ = [*SCHEDULES, "SCHEDULES", "OptimizedSchedule", "optimize"]

@@ -11,14 +11,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import operator
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from .._checks import check_count
 
 __all__ = [
     "DATASETS",
@@ -70,16 +71,6 @@ class Dataset:
     def num_classes(self) -> int:
         """1 + the largest label, or 0 for an unlabelled dataset."""
         return 0 if self.labels is None else int(np.max(np.asarray(self.labels))) + 1
-
-
-def _count(name: str, value: Any, minimum: int = 1) -> int:
-    try:
-        value = operator.index(value)
-    except TypeError as err:
-        raise TypeError(f"{name} must be an int; got {type(value).__name__}") from err
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {value}")
-    return value
 
 
 # ------------------------------------------------------------------------------------ toys
@@ -138,7 +129,7 @@ def toy(name: str, n: int, key: jax.Array) -> jax.Array:
     """
     if name not in _TOY_FNS:
         raise ValueError(f"unknown toy {name!r}; expected one of {', '.join(TOYS)}")
-    n = _count("n", n)
+    n = check_count("n", n)
     return _toy(name, n, key)
 
 
@@ -289,7 +280,7 @@ def batch_at(
         ``"cond"`` (the same examples' conditioning) when it has ``cond``.
     """
     n = dataset.x.shape[0]
-    batch_size = _count("batch_size", batch_size)
+    batch_size = check_count("batch_size", batch_size)
     if batch_size > n:
         raise ValueError(f"batch_size must be <= the {n} examples of the dataset; got {batch_size}")
     i = jnp.asarray(step, jnp.int32) * batch_size + jnp.arange(batch_size, dtype=jnp.int32)
