@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-TOYS = ("ring", "swissroll", "moons", "checkerboard")
+from jaxdiff.train import TOYS
+
 SAMPLERS = (("heun", 18), ("dpmpp_2m", 20), ("dpmpp_2m_sde", 40))
 
 
@@ -51,8 +52,7 @@ def toy_rows(toy, steps, num, seed, workdir):
     import jax
 
     import jaxdiff as jd
-    from jaxdiff.cli._model import build_network
-    from jaxdiff.cli.sample import draw
+    from jaxdiff.train import build_network, draw_samples
 
     run = Path(workdir) / toy
     seconds = _train(["--data", toy, "--steps", str(steps), "--out", str(run), "--seed", str(seed)])
@@ -64,7 +64,7 @@ def toy_rows(toy, steps, num, seed, workdir):
     rows = []
     for name, n in SAMPLERS:
         solver = jd.samplers.by_name(name)
-        x = draw(
+        x = draw_samples(
             network,
             config,
             solver=solver,
@@ -108,8 +108,8 @@ def digit_rows(steps, width, num, guidance, seed, workdir, out_png):
     import jax
 
     import jaxdiff as jd
-    from jaxdiff.cli._model import build_network
-    from jaxdiff.cli.sample import draw, plot
+    from jaxdiff.cli._sample import plot
+    from jaxdiff.train import build_network, draw_samples
 
     run = Path(workdir) / "digits"
     seconds = _train(
@@ -134,7 +134,7 @@ def digit_rows(steps, width, num, guidance, seed, workdir, out_png):
     sigmas = jd.schedules.karras(20, 0.002, 80.0)
     asked = np.arange(num, dtype=np.int32) % 10
     for scale in (0.0, 1.0, guidance):
-        x = draw(
+        x = draw_samples(
             network,
             config,
             solver=solver,

@@ -305,7 +305,7 @@ def test_trained_model_runs_through_every_sampler_under_jit(ring_run):
     import jax.numpy as jnp
 
     import jaxdiff as jd
-    from jaxdiff.cli._model import build_network, sampling_denoiser
+    from jaxdiff.train import build_network, sampling_denoiser
 
     network, config = jd.train.load_model(ring_run, lambda c: build_network(c["network"]))
     denoiser = sampling_denoiser(network, config)

@@ -1,6 +1,16 @@
-"""Exact oracles: distributions whose score and denoiser are known at every noise level."""
+"""Exact oracles: distributions whose score and denoiser are known at every noise level, and
+samplers scored exactly on them."""
 
 from ._gaussian_mixture import GaussianMixture as GaussianMixture, ProcessScore as ProcessScore
+from ._oracle import (
+    ExpectedLogProb as ExpectedLogProb,
+    OracleResult as OracleResult,
+    OracleSampler as OracleSampler,
+    expected_log_prob as expected_log_prob,
+    oracle_samplers as oracle_samplers,
+    quadrature_expected_log_prob as quadrature_expected_log_prob,
+    run_oracle_sampler as run_oracle_sampler,
+)
 from ._presets import (
     grid as grid,
     ill_conditioned as ill_conditioned,
@@ -9,10 +19,17 @@ from ._presets import (
 )
 
 __all__ = [
+    "ExpectedLogProb",
     "GaussianMixture",
+    "OracleResult",
+    "OracleSampler",
     "ProcessScore",
+    "expected_log_prob",
     "grid",
     "ill_conditioned",
+    "oracle_samplers",
+    "quadrature_expected_log_prob",
     "random_mixture",
     "ring",
+    "run_oracle_sampler",
 ]

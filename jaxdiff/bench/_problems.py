@@ -100,8 +100,7 @@ def checkpoint_problem(ckpt_dir: str | os.PathLike, *, num_samples: int = 256) -
 
     Raises `jaxdiff.train.CheckpointError` when the run cannot be loaded.
     """
-    from ..cli._model import build_network, sampling_denoiser
-    from ..train import load_model
+    from ..train import build_network, load_model, sampling_denoiser
 
     network, config = load_model(ckpt_dir, lambda c: build_network(c["network"]))
     return Problem(

@@ -1,7 +1,8 @@
 """The `jaxdiff` command line: ``jaxdiff <command> [options]``.
 
-Each command is one module in this package, registered in `COMMANDS`. A command module
-defines
+Each command is one private module in this package (``_demo``, ``_train``, ...), registered
+in `COMMANDS`; the pieces they share (argparse types, the one-line error, ``--out`` checks, the
+training run) are in ``_common``. A command module defines
 
 - ``NAME``: the command's name on the command line;
 - ``HELP``: a one-line summary (shown in ``jaxdiff --help``);
@@ -9,7 +10,9 @@ defines
 - ``add_arguments(parser)``: adds its options to an `argparse.ArgumentParser`;
 - ``run(args) -> int``: does the work and returns the exit status.
 
-Only this layer prints and writes files; the library below it returns values.
+Only this layer parses, prints and writes files; the library below it computes and returns
+values (the model recipes of runs are `jaxdiff.train`'s, the oracle's scoring
+`jaxdiff.analytic`'s).
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import bench, bridge_sample, bridge_train, demo, oracle, sample, train
+from . import _bench, _bridge_sample, _bridge_train, _demo, _oracle, _sample, _train
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+__all__ = ["build_parser", "main"]
 
-#: The registered commands, in the order ``jaxdiff --help`` lists them.
-COMMANDS = (demo, train, sample, oracle, bridge_train, bridge_sample, bench)
+#: The registered command modules, in the order ``jaxdiff --help`` lists them.
+COMMANDS = (_demo, _train, _sample, _oracle, _bridge_train, _bridge_sample, _bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

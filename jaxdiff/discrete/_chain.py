@@ -21,7 +21,6 @@ import numpy as np
 from .._checks import check_count, check_float_array, check_number, check_positive, is_traced
 
 
-
 # -- boundary checks of a chain (on the generic checks of `jaxdiff._checks`) --------------------
 def check_betas(betas, name: str = "betas") -> jax.Array:
     """A non-empty 1-D floating array in `(0, 1)` (the values checked when concrete)."""

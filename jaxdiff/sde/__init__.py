@@ -14,8 +14,8 @@ __all__ = [
     "ODE_SOLVERS",
     "SDE",
     "SDE_SOLVERS",
-    "SolverEntry",
     "DiscreteBrownianPath",
+    "SolverEntry",
     "brownian_tree",
     "solve_sde",
 ]

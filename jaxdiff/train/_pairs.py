@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._data import TOYS, Dataset, _count, digits, split, toy
+from .._checks import check_count
+from ._data import TOYS, Dataset, digits, split, toy
 
 __all__ = ["COUPLINGS", "PAIRINGS", "degrade_digits", "pair_dataset"]
 
@@ -65,7 +66,7 @@ def degrade_digits(
         The degraded images, float32, shaped like `images`.
     """
     images = jnp.asarray(images, jnp.float32)
-    factor = _count("factor", factor)
+    factor = check_count("factor", factor)
     if images.ndim != 4:
         raise ValueError(f"images must have shape (N, H, W, C), got {images.shape}")
     n, h, w, c = images.shape
@@ -122,7 +123,7 @@ def pair_dataset(
         raise ValueError(f"unknown pairing {name!r}; expected one of {', '.join(PAIRINGS)}")
     if coupling not in COUPLINGS:
         raise ValueError(f"unknown coupling {coupling!r}; expected one of {', '.join(COUPLINGS)}")
-    n = _count("n", n)
+    n = check_count("n", n)
     k0, kT = jax.random.split(key)
     x0 = np.asarray(toy(source, n, k0))
     xT = np.asarray(toy(target, n, kT))

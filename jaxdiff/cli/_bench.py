@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from ._args import int_at_least, nonnegative_int
+from ._common import fail, int_at_least, nonnegative_int, output_dir_problem
 
 NAME = "bench"
 HELP = "benchmark samplers x schedules x NFE on exact problems (error vs NFE, wall time)"
@@ -104,11 +104,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=nonnegative_int, default=0)
 
 
-def _error(message: str) -> int:
-    print(f"jaxdiff bench: error: {message}", file=sys.stderr)
-    return 2
-
-
 def run(args: argparse.Namespace) -> int:
     import jax
     from tqdm.auto import tqdm
@@ -125,8 +120,9 @@ def run(args: argparse.Namespace) -> int:
     ref_steps = args.ref_steps or quick.get("ref_steps", 500)
     diffrax = args.diffrax or quick.get("diffrax", ["heun", "tsit5"])
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        return _error(f"--out {out} exists and is not a directory")
+    problem = output_dir_problem(out)
+    if problem:
+        return fail(NAME, problem)
     t0 = time.perf_counter()
     try:
         with jax.enable_x64(True):
@@ -155,16 +151,16 @@ def run(args: argparse.Namespace) -> int:
         finally:
             bar.close()
     except CheckpointError as e:
-        return _error(f"--ckpt: {e}")
+        return fail(NAME, f"--ckpt: {e}")
     except ValueError as e:
-        return _error(str(e).split("\n")[0])
+        return fail(NAME, str(e).split("\n")[0])
     elapsed = time.perf_counter() - t0
     result.notes.append(f"total wall time {elapsed:.0f} s")
     header = ["# jaxdiff bench", "", jb.environment()]
     try:
         paths = jb.write_results(result, out, header=header)
     except OSError as e:
-        return _error(f"cannot write to {out}: {e}")
+        return fail(NAME, f"cannot write to {out}: {e}")
     print("\n".join(jb.summary_tables(result.rows)))
     print("\n".join(jb.order_table(result.orders)))
     print(f"wrote {', '.join(str(p) for p in paths)} in {elapsed:.0f} s")

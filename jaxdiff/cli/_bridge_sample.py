@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ._args import finite_float, int_at_least, nonnegative_int, output_file_problem
+from ..train import bridge_precond, build_bridge, build_bridge_network
+from ..train._recipe import held_out_pairs
+from ._bridge_train import NAME as TRAIN_NAME
+from ._common import (
+    fail,
+    fail_write,
+    finite_float,
+    int_at_least,
+    nonnegative_int,
+    output_file_problem,
+    pyplot,
+)
 
 NAME = "bridge-sample"
 HELP = "sample a 'jaxdiff bridge-train' run from held-out x_T (DBIM or DDBM) to a PNG or .npy"
@@ -77,91 +87,68 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="sampling seed")
 
 
-def _error(message: str) -> int:
-    print(f"jaxdiff {NAME}: error: {message}", file=sys.stderr)
-    return 2
+#: each solver's options, with their defaults
+SOLVER_OPTIONS = {
+    "dbim": (("eta", 0.0), ("order", 1)),
+    "ddbm": (("churn", 0.33), ("guidance", 1.0)),
+}
+
+
+def _flags(solver: str, sep: str) -> str:
+    """The options of `solver` as flags, joined by `sep`."""
+    return sep.join(f"--{option}" for option, _ in SOLVER_OPTIONS[solver])
 
 
 def _solver(args):
+    """The bridge sampler of ``--solver`` with its options; `ValueError` for options of the
+    other solver, or values it refuses."""
     from .. import bridges
 
     if args.solver not in SOLVERS:
-        raise ValueError(f"--solver: unknown solver {args.solver!r}; expected one of dbim, ddbm")
-    if args.solver == "dbim":
-        if args.churn is not None or args.guidance is not None:
-            raise ValueError("--churn and --guidance are options of --solver ddbm")
-        eta = 0.0 if args.eta is None else args.eta
-        order = 1 if args.order is None else args.order
-        try:
-            return bridges.DBIM(eta=eta, order=order)
-        except ValueError as err:
-            raise ValueError(f"--eta/--order: {err}") from None
-    if args.eta is not None or args.order is not None:
-        raise ValueError("--eta and --order are options of --solver dbim")
-    churn = 0.33 if args.churn is None else args.churn
-    guidance = 1.0 if args.guidance is None else args.guidance
+        raise ValueError(
+            f"--solver: unknown solver {args.solver!r}; expected one of {', '.join(SOLVERS)}"
+        )
+    other = next(name for name in SOLVERS if name != args.solver)
+    if any(getattr(args, option) is not None for option, _ in SOLVER_OPTIONS[other]):
+        raise ValueError(f"{_flags(other, ' and ')} are options of --solver {other}")
+    options = {
+        option: default if getattr(args, option) is None else getattr(args, option)
+        for option, default in SOLVER_OPTIONS[args.solver]
+    }
+    make = {"dbim": bridges.DBIM, "ddbm": bridges.DDBM}[args.solver]
     try:
-        return bridges.DDBM(churn=churn, guidance=guidance)
+        return make(**options)
     except ValueError as err:
-        raise ValueError(f"--churn/--guidance: {err}") from None
-
-
-def held_out(config, num: int):
-    """`(x_T, x_0, x_0_other, labels)`: `num` held-out pairs, and `num` more held-out x_0 for
-    the floor of the 2-D distance (None for the digits)."""
-    import jax
-
-    from ..train import degrade_digits
-    from .bridge_train import HELD_OUT_STREAM, load_pairs
-
-    if config["kind"] == "images":
-        pairs = load_pairs(config, held_out=True)
-        if num <= len(pairs):
-            return (
-                np.asarray(pairs.cond[:num]),
-                np.asarray(pairs.x[:num]),
-                None,
-                np.asarray(pairs.labels[:num]),
-            )
-        # more samples than held-out digits: cycle them, each copy degraded afresh
-        idx = np.arange(num) % len(pairs)
-        x0 = np.asarray(pairs.x)[idx]
-        key = jax.random.fold_in(jax.random.key(config["seed"]), HELD_OUT_STREAM + 1)
-        x_T = np.asarray(degrade_digits(x0, key))
-        return x_T, x0, None, np.asarray(pairs.labels)[idx]
-    pairs = load_pairs(config, held_out=True, n=2 * num)
-    x_T, x0 = np.asarray(pairs.cond), np.asarray(pairs.x)
-    return x_T[:num], x0[:num], x0[num:], None
+        raise ValueError(f"{_flags(args.solver, '/')}: {err}") from None
 
 
 def run(args: argparse.Namespace) -> int:
     import jax
 
     from .. import bridges, train as jt
-    from ..metrics._sliced_wasserstein import sliced_wasserstein
-    from .bridge_train import NAME as TRAIN_NAME, build_bridge, build_bridge_network, precond
+    from ..metrics import sliced_wasserstein
 
     out = Path(args.out)
     problem = output_file_problem(out)
     if problem:
-        return _error(problem)
+        return fail(NAME, problem)
     try:
         solver = _solver(args)
     except ValueError as err:
-        return _error(str(err))
+        return fail(NAME, str(err))
     try:
         config = jt.read_config(args.ckpt)
         if config.get("command") != TRAIN_NAME:
-            return _error(f"--ckpt: {args.ckpt!r} is not a 'jaxdiff {TRAIN_NAME}' run")
+            return fail(NAME, f"--ckpt: {args.ckpt!r} is not a 'jaxdiff {TRAIN_NAME}' run")
         network, config = jt.load_model(
             args.ckpt, lambda c: build_bridge_network(c["network"], seed=0)
         )
         bridge = build_bridge(config)
-        x_T, x0, x0_other, labels = held_out(config, args.num)
+        x_T, x0, x0_other, _labels = held_out_pairs(config, args.num)
     except ValueError as err:  # CheckpointError, RecipeError
-        return _error(f"--ckpt: {err}")
+        return fail(NAME, f"--ckpt: {err}")
 
-    denoiser = precond(network, config)
+    denoiser = bridge_precond(network, config)
     start = time.perf_counter()
     samples = bridges.sample(
         denoiser,
@@ -174,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     samples = np.asarray(samples)
     seconds = time.perf_counter() - start
     if not np.all(np.isfinite(samples)):
-        return _error(f"{args.solver} produced non-finite samples ({args.steps} steps)")
+        return fail(NAME, f"{args.solver} produced non-finite samples ({args.steps} steps)")
 
     nfe = solver.nfe(args.steps)
     if config["kind"] == "images":
@@ -202,8 +189,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             plot_pairs(out, x_T, samples, np.concatenate([x0, x0_other]), title=title)
     except OSError as err:
-        return _error(f"cannot write {str(out)!r}: {err}")
-    del labels
+        return fail_write(NAME, out, err)
     print(
         f"wrote {out}: {args.num} samples with {args.solver} ({args.steps} steps, {nfe} NFE) "
         f"in {seconds:.1f} s; {quality}"
@@ -211,18 +197,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_pairs(path, x_T, samples, x0, *, title=""):
     """Three panels: the x_T cloud, the samples, and the density of the true x_0."""
-    plt = _pyplot()
+    plt = pyplot()
     everything = np.concatenate([x_T, samples, x0])
     lim = float(np.quantile(np.abs(everything), 0.995)) * 1.1
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
@@ -244,7 +221,7 @@ def plot_pairs(path, x_T, samples, x0, *, title=""):
 
 def plot_digits(path, x_T, restored, clean, *, title="", cols=16):
     """Blocks of three rows (degraded / restored / clean) of up to `cols` digits each."""
-    plt = _pyplot()
+    plt = pyplot()
     n = min(len(clean), MAX_PLOTTED_DIGITS)
     cols = min(cols, n)
     blocks = -(-n // cols)

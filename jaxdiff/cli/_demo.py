@@ -10,14 +10,15 @@ distance to held-out data, next to the distance between two held-out sets of the
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ._args import int_at_least, nonnegative_int
+from ..train import TOYS, build_network, draw_samples
+from . import _train
+from ._common import fail, fail_write, int_at_least, missing_directory, nonnegative_int, pyplot
 
 NAME = "demo"
 HELP = "train an MLP on a 2-D toy in about a minute, sample it with three samplers, score it"
@@ -36,7 +37,6 @@ example:
   jaxdiff demo --data moons --steps 3000 --out moons.png
 """
 
-TOYS = ("ring", "swissroll", "moons", "checkerboard")
 SAMPLERS = (("heun", 18), ("dpmpp_2m", 20), ("dpmpp_2m_sde", 40))
 
 
@@ -76,15 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _error(message: str) -> int:
-    print(f"jaxdiff demo: error: {message}", file=sys.stderr)
-    return 2
-
-
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    if not out.parent.is_dir():
-        return _error(f"--out: directory {str(out.parent)!r} does not exist")
+    problem = missing_directory(out)
+    if problem:
+        return fail(NAME, problem)
     if args.run_dir is not None:
         return _demo(args, Path(args.run_dir), out)
     with tempfile.TemporaryDirectory(prefix="jaxdiff-demo-") as tmp:
@@ -94,26 +90,22 @@ def run(args: argparse.Namespace) -> int:
 def _demo(args, run_dir: Path, out: Path) -> int:
     import jax
 
-    from ..metrics._sliced_wasserstein import sliced_wasserstein
+    from .. import train as jt
+    from ..metrics import sliced_wasserstein
     from ..samplers import by_name
     from ..schedules import karras
-    from . import train as train_cmd
-    from .sample import draw
 
     total_start = time.perf_counter()
     # the train command with its defaults: the demo is `jaxdiff train` plus sampling
     train_parser = argparse.ArgumentParser()
-    train_cmd.add_arguments(train_parser)
+    _train.add_arguments(train_parser)
     argv = ["--data", args.data, "--steps", str(args.steps), "--out", str(run_dir)]
     argv += ["--seed", str(args.seed), "--keep", "1"] + (["--quiet"] if args.quiet else [])
     train_args = train_parser.parse_args(argv)
-    status = train_cmd.run(train_args)
+    status = _train.run(train_args)
     if status:
         return status
     train_seconds = time.perf_counter() - total_start
-
-    from .. import train as jt
-    from ._model import build_network
 
     network, config = jt.load_model(run_dir, lambda c: build_network(c["network"], seed=0))
     # held-out data: fresh draws of the toy with keys the training set never used
@@ -128,7 +120,7 @@ def _demo(args, run_dir: Path, out: Path) -> int:
     for name, steps in SAMPLERS:
         solver = by_name(name)
         start = time.perf_counter()
-        x = draw(
+        x = draw_samples(
             network,
             config,
             solver=solver,
@@ -148,7 +140,7 @@ def _demo(args, run_dir: Path, out: Path) -> int:
         _plot(out, held, samples, rows)
         out.with_suffix(".md").write_text(table + "\n")
     except OSError as err:
-        return _error(f"cannot write {str(out)!r}: {err}")
+        return fail_write(NAME, out, err)
     total = time.perf_counter() - total_start
     print(
         f"\nwrote {out} and {out.with_suffix('.md')}; training {train_seconds:.1f} s, "
@@ -172,11 +164,7 @@ def _table(args, rows, floor, train_seconds) -> str:
 
 
 def _plot(path: Path, held, samples, rows) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     lim = float(np.quantile(np.abs(held), 0.995)) * 1.15
     fig, axes = plt.subplots(1, len(samples) + 1, figsize=(4 * (len(samples) + 1), 4))
     box = [[-lim, lim], [-lim, lim]]

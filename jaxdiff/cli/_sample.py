@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ._args import finite_float, int_at_least, nonnegative_int, output_file_problem, positive_float
+from ..train import build_network, draw_samples
+from ._common import (
+    fail,
+    fail_write,
+    finite_float,
+    int_at_least,
+    nonnegative_int,
+    output_file_problem,
+    positive_float,
+    pyplot,
+)
 
 NAME = "sample"
 HELP = "sample a trained run with any sampler (k-diffusion's names) to a PNG or .npy"
@@ -91,76 +100,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=nonnegative_int, default=0)
 
 
-def _error(message: str) -> int:
-    print(f"jaxdiff sample: error: {message}", file=sys.stderr)
-    return 2
-
-
-def draw(network, config, *, solver, sigmas, num, key, labels=None, guidance=1.0, batch=4096):
-    """`num` samples in chunks of `batch` (one compiled program for every chunk)."""
-    import jax
-    import jax.numpy as jnp
-
-    from ..samplers._core import sample
-    from ._model import sampling_denoiser
-
-    shape = tuple(config["shape"])
-    chunk = min(batch, num)
-    outputs = []
-    for start in range(0, num, chunk):
-        k_noise, k_solver = jax.random.split(jax.random.fold_in(key, start))
-        x = sigmas[0] * jax.random.normal(k_noise, (chunk, *shape), jnp.float32)
-        chunk_labels = None
-        if labels is not None:
-            chunk_labels = np.resize(labels[start : start + chunk], chunk)
-        d = sampling_denoiser(network, config, labels=chunk_labels, guidance=guidance)
-        outputs.append(
-            np.asarray(
-                sample(d, x, sigmas, solver=solver, key=k_solver if solver.stochastic else None)
-            )
-        )
-    return np.concatenate(outputs)[:num]
-
-
 def run(args: argparse.Namespace) -> int:
     import jax
 
     from .. import schedules, train as jt
     from ..samplers import by_name
-    from ._model import build_network
 
     out = Path(args.out)
     problem = output_file_problem(out)
     if problem:
-        return _error(problem)
+        return fail(NAME, problem)
     if not args.sigma_min < args.sigma_max:
-        return _error(f"--sigma-min {args.sigma_min} must be < --sigma-max {args.sigma_max}")
-    if args.schedule not in schedules.__all__ or args.schedule == "optimize":
-        return _error(
+        return fail(NAME, f"--sigma-min {args.sigma_min} must be < --sigma-max {args.sigma_max}")
+    if args.schedule not in schedules.SCHEDULES:
+        return fail(
+            NAME,
             f"--schedule: unknown schedule {args.schedule!r}; expected one of: "
-            f"{', '.join(n for n in schedules.__all__ if n != 'optimize')}"
+            f"{', '.join(schedules.SCHEDULES)}",
         )
     try:
         network, config = jt.load_model(args.ckpt, lambda c: build_network(c["network"], seed=0))
     except ValueError as err:  # CheckpointError, RecipeError
-        return _error(f"--ckpt: {err}")
+        return fail(NAME, f"--ckpt: {err}")
     num_classes = config["network"].get("num_classes", 0)
     labels = None
     if num_classes:
         if args.klass is not None and args.klass >= num_classes:
-            return _error(f"--class {args.klass}: the model has classes 0..{num_classes - 1}")
+            return fail(NAME, f"--class {args.klass}: the model has classes 0..{num_classes - 1}")
         labels = (
             np.full(args.num, args.klass, np.int32)
             if args.klass is not None
             else np.arange(args.num, dtype=np.int32) % num_classes
         )
     elif args.klass is not None or args.guidance != 1.0:
-        return _error("--class and --guidance need a conditional model (train --conditional)")
+        return fail(NAME, "--class and --guidance need a conditional model (train --conditional)")
 
     solver = by_name(args.solver)
     sigmas = getattr(schedules, args.schedule)(args.steps, args.sigma_min, args.sigma_max)
     start = time.perf_counter()
-    x = draw(
+    x = draw_samples(
         network,
         config,
         solver=solver,
@@ -173,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     )
     seconds = time.perf_counter() - start
     if not np.all(np.isfinite(x)):
-        return _error(f"{args.solver} produced non-finite samples ({args.steps} steps)")
+        return fail(NAME, f"{args.solver} produced non-finite samples ({args.steps} steps)")
     try:
         if out.suffix.lower() == ".npy":
             np.save(out, x)
@@ -188,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
                 title=f"{args.solver}, {args.steps} steps, {solver.nfe(args.steps)} NFE",
             )
     except OSError as err:
-        return _error(f"cannot write {str(out)!r}: {err}")
+        return fail_write(NAME, out, err)
     print(
         f"wrote {out}: {args.num} samples with {args.solver} ({args.steps} steps, "
         f"{solver.nfe(args.steps)} NFE) in {seconds:.1f} s"
@@ -198,11 +176,7 @@ def run(args: argparse.Namespace) -> int:
 
 def plot(path, x, config, *, labels=None, title="", data=None):
     """A grid of images, or a 2-D scatter over the data density (from the run's dataset)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     if config["kind"] == "images":
         n = x.shape[0]
         cols = math.ceil(math.sqrt(n))

@@ -1,0 +1,310 @@
+"""The model recipes of ``jaxdiff train`` and ``jaxdiff bridge-train`` runs: how a run's stored
+config turns back into a network, a denoiser and a loss.
+
+A run directory holds orbax checkpoints and a JSON config (stored with every checkpoint) from
+which the network is rebuilt: the dataset, its shape and ``sigma_data``, the architecture and
+its options, and the training settings.
+
+- Score models (``jaxdiff train``): the denoiser is always EDM-preconditioned
+  (`jaxdiff.parametrizations.EDMPrecond`) and trained with the EDM loss. Rebuild a run with
+  ``load_model(run, lambda c: build_network(c["network"]))``, then `sampling_denoiser` or
+  `draw_samples`.
+- Diffusion bridges (``jaxdiff bridge-train``): a `jaxdiff.bridges.BridgePrecond` over a
+  `jaxdiff.nn.ConcatConditioned` network, trained with DDBM's bridge loss. Rebuild a run with
+  ``load_model(run, lambda c: build_bridge_network(c["network"]))``, then `bridge_precond`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from .. import bridges, nn as jnn
+from .._checks import check_count, check_key
+from ..parametrizations._denoisers import ClassifierFreeGuidance, Conditional, EDMPrecond
+from ..samplers import by_name
+from ..samplers._core import sample
+from ._losses import edm_loss
+from ._pairs import degrade_digits, pair_dataset
+
+__all__ = [
+    "BRIDGES",
+    "CONFIG_VERSION",
+    "HELD_OUT_STREAM",
+    "RecipeError",
+    "bridge_config",
+    "bridge_loss_fn",
+    "bridge_network_config",
+    "bridge_pairs",
+    "bridge_precond",
+    "build_bridge",
+    "build_bridge_network",
+    "build_network",
+    "data_sigma",
+    "denoiser",
+    "draw_samples",
+    "edm_loss_fn",
+    "held_out_pairs",
+    "network_config",
+    "pair_moments",
+    "sampling_denoiser",
+]
+
+#: The version of the run configs written by this recipe.
+CONFIG_VERSION = 1
+#: The bridges a bridge run may use: "ve" (VE bridge) or "vp" (VP bridge), library defaults.
+BRIDGES = ("ve", "vp")
+#: ``jax.random.fold_in(key(seed), HELD_OUT_STREAM)`` draws a bridge run's held-out pairs.
+HELD_OUT_STREAM = 1
+
+
+class RecipeError(ValueError):
+    """A run directory's config that this version cannot rebuild a model from."""
+
+
+# ------------------------------------------------------------------------- score models
+
+
+def network_config(
+    kind: str, shape: tuple[int, ...], *, num_classes: int, width: int | None = None
+) -> dict[str, Any]:
+    """Default architecture for a dataset of `kind` ("vectors" | "images") and event `shape`;
+    `width` is the MLP's hidden size (default 128) or the U-Net's base channels (default 32)."""
+    if kind == "vectors":
+        return {
+            "arch": "mlp",
+            "dim": int(shape[0]),
+            "hidden": int(width or 128),
+            "depth": 3,
+            "emb_dim": 64,
+            "num_classes": int(num_classes),
+        }
+    height, image_width, channels = shape
+    if height != image_width:
+        raise ValueError(f"images must be square, got {height}x{image_width}")
+    return {
+        "arch": "unet",
+        "image_size": int(height),
+        "in_channels": int(channels),
+        "channels": int(width or 32),
+        "channel_mults": [1, 2],
+        "num_res_blocks": 1,
+        "attention_resolutions": [max(int(height) // 2, 1)],
+        "num_classes": int(num_classes),
+    }
+
+
+def build_network(network: dict[str, Any], *, seed: int = 0) -> nnx.Module:
+    """The raw network F described by `network` (see `network_config`)."""
+    options = dict(network)
+    arch = options.pop("arch", None)
+    rngs = nnx.Rngs(seed)
+    if arch == "mlp":
+        dim = options.pop("dim")
+        return jnn.MLP(dim, **options, rngs=rngs)
+    if arch == "unet":
+        image_size = options.pop("image_size")
+        in_channels = options.pop("in_channels")
+        for name in ("channel_mults", "attention_resolutions"):
+            if name in options:
+                options[name] = tuple(options[name])
+        return jnn.UNet(image_size, in_channels, **options, rngs=rngs)
+    raise RecipeError(f"unknown architecture {arch!r} in the run's config")
+
+
+def denoiser(network: nnx.Module, config: dict[str, Any]) -> EDMPrecond:
+    """The EDM-preconditioned denoiser D(x, sigma, labels=...) of a raw network."""
+    return EDMPrecond(raw=network, sigma_data=float(config["sigma_data"]))
+
+
+def sampling_denoiser(network, config, *, labels=None, guidance=None):
+    """A denoiser(x, sigma) for `jaxdiff.sample`: unconditional, conditional on `labels`, or
+    with classifier-free guidance `guidance` (a scale; 1 is plain conditional)."""
+    d = denoiser(network, config)
+    if labels is None:
+        if config["network"].get("num_classes", 0) > 0:
+            return Conditional(d, None)
+        return d
+    labels = jnp.asarray(labels, jnp.int32)
+    if guidance is None or guidance == 1.0:
+        return Conditional(d, labels)
+    return ClassifierFreeGuidance(d, labels, jnp.asarray(guidance, jnp.float32))
+
+
+def data_sigma(x: np.ndarray) -> float:
+    """EDM's sigma_data for a dataset: the standard deviation of its entries (0.5 for images
+    scaled to [-1, 1], as EDM uses)."""
+    return float(np.std(np.asarray(x, dtype=np.float64)))
+
+
+def edm_loss_fn(config: dict[str, Any]):
+    """`loss_fn(network, batch, key)` for `jaxdiff.train.fit`: the EDM loss of the
+    preconditioned denoiser, with label dropout for classifier-free guidance."""
+    sigma_data = float(config["sigma_data"])
+    conditional = config["network"].get("num_classes", 0) > 0
+    p_drop = float(config["label_dropout"])
+
+    def loss_fn(network, batch, key):
+        d = denoiser(network, config)
+        labels = None
+        if conditional:
+            key, drop_key = jax.random.split(key)
+            labels = batch["labels"]
+            drop = jax.random.bernoulli(drop_key, p_drop, labels.shape)
+            labels = jnp.where(drop, -1, labels)
+        return edm_loss(d, batch["x"], key=key, labels=labels, sigma_data=sigma_data)
+
+    return loss_fn
+
+
+def draw_samples(
+    network, config, *, solver, sigmas, num, key, labels=None, guidance=1.0, batch=4096
+) -> np.ndarray:
+    """`num` samples of a trained score model, as a NumPy array.
+
+    Drawn in chunks of `batch` (one compiled program for every chunk) with `solver` (a
+    `jaxdiff.samplers` sampler or its name) over the decreasing grid `sigmas`; `labels` (one
+    class per sample) and `guidance` condition a class-conditional model (see
+    `sampling_denoiser`). Each chunk's noise comes from `key` folded with its offset.
+    """
+    num = check_count("num", num)
+    batch = check_count("batch", batch)
+    check_key(key)
+    if isinstance(solver, str):
+        solver = by_name(solver)
+    shape = tuple(config["shape"])
+    chunk = min(batch, num)
+    outputs = []
+    for start in range(0, num, chunk):
+        k_noise, k_solver = jax.random.split(jax.random.fold_in(key, start))
+        x = sigmas[0] * jax.random.normal(k_noise, (chunk, *shape), jnp.float32)
+        chunk_labels = None
+        if labels is not None:
+            chunk_labels = np.resize(labels[start : start + chunk], chunk)
+        d = sampling_denoiser(network, config, labels=chunk_labels, guidance=guidance)
+        outputs.append(
+            np.asarray(
+                sample(d, x, sigmas, solver=solver, key=k_solver if solver.stochastic else None)
+            )
+        )
+    return np.concatenate(outputs)[:num]
+
+
+# ---------------------------------------------------------------------- diffusion bridges
+
+
+def bridge_config(kind: str) -> dict[str, Any]:
+    """The stored description of a bridge: "ve" or "vp" with the library's defaults."""
+    if kind == "ve":
+        return {"kind": "ve", "sigma_max": float(bridges.VE().sigma_max)}
+    if kind == "vp":
+        vp = bridges.VP()
+        return {"kind": "vp", "beta_d": float(vp.beta_d), "beta_min": float(vp.beta_min)}
+    raise ValueError(f"unknown bridge {kind!r}; expected one of {', '.join(BRIDGES)}")
+
+
+def build_bridge(config: dict[str, Any]) -> bridges.AbstractBridge:
+    """The `jaxdiff.bridges` bridge of a run's config."""
+    options = dict(config.get("bridge") or {})
+    kind = options.pop("kind", None)
+    if kind == "ve":
+        return bridges.VE(**options)
+    if kind == "vp":
+        return bridges.VP(**options)
+    raise RecipeError(f"unknown bridge {kind!r} in the run's config")
+
+
+def bridge_pairs(config: dict[str, Any], *, held_out: bool, n: int | None = None):
+    """The paired data of a bridge run: its training pairs, or held-out ones (toys: other
+    draws, from a held-out key; digits: the fixed held-out digits, degraded with a held-out
+    key)."""
+    key = jax.random.key(config["seed"])
+    if held_out:
+        key = jax.random.fold_in(key, HELD_OUT_STREAM)
+    if config["data"] == "digits-restore":
+        return pair_dataset(config["data"], key=key, part="test" if held_out else "train")
+    return pair_dataset(config["data"], key=key, n=n or config["n"], coupling=config["coupling"])
+
+
+def held_out_pairs(config: dict[str, Any], num: int):
+    """`(x_T, x_0, x_0_other, labels)` as NumPy arrays: `num` held-out pairs of a bridge run;
+    for 2-D pairs also `num` more held-out x_0 (for the floor of a distance) and no labels,
+    for the digits no other x_0 and their classes. More samples than held-out digits cycle
+    them, each copy degraded afresh."""
+    num = check_count("num", num)
+    if config["kind"] == "images":
+        pairs = bridge_pairs(config, held_out=True)
+        if num <= len(pairs):
+            return (
+                np.asarray(pairs.cond[:num]),
+                np.asarray(pairs.x[:num]),
+                None,
+                np.asarray(pairs.labels[:num]),
+            )
+        # more samples than held-out digits: cycle them, each copy degraded afresh
+        idx = np.arange(num) % len(pairs)
+        x0 = np.asarray(pairs.x)[idx]
+        key = jax.random.fold_in(jax.random.key(config["seed"]), HELD_OUT_STREAM + 1)
+        x_T = np.asarray(degrade_digits(x0, key))
+        return x_T, x0, None, np.asarray(pairs.labels)[idx]
+    pairs = bridge_pairs(config, held_out=True, n=2 * num)
+    x_T, x0 = np.asarray(pairs.cond), np.asarray(pairs.x)
+    return x_T[:num], x0[:num], x0[num:], None
+
+
+def pair_moments(x0, x_T) -> tuple[float, float, float]:
+    """`(sigma_data_0, sigma_data_T, cov)` of paired data: the RMS of each end and the mean
+    product E[x_0 x_T] (clipped to keep the preconditioning's variance positive)."""
+    x0 = np.asarray(x0, np.float64)
+    x_T = np.asarray(x_T, np.float64)
+    s0 = float(np.sqrt(np.mean(x0**2)))
+    sT = float(np.sqrt(np.mean(x_T**2)))
+    bound = 0.99 * s0 * sT
+    cov = float(np.clip(np.mean(x0 * x_T), -bound, bound))
+    return s0, sT, cov
+
+
+def bridge_network_config(kind: str, shape, *, width: int | None) -> dict[str, Any]:
+    """The inner network of `ConcatConditioned`: input x_t and x_T concatenated, output x."""
+    if kind == "vectors":
+        network = network_config(kind, (2 * int(shape[0]),), num_classes=0, width=width)
+        return network | {"dim": int(shape[0]), "in_dim": 2 * int(shape[0])}
+    height, image_width, channels = shape
+    network = network_config(
+        kind, (height, image_width, 2 * channels), num_classes=0, width=width or 32
+    )
+    return network | {"out_channels": int(channels)}
+
+
+def build_bridge_network(network: dict[str, Any], *, seed: int = 0) -> jnn.ConcatConditioned:
+    """The raw bridge network `F(x, c_noise, x_T)` described by `network`."""
+    return jnn.ConcatConditioned(build_network(network, seed=seed))
+
+
+def bridge_precond(network, config: dict[str, Any]) -> bridges.BridgePrecond:
+    """The bridge denoiser `D(x_t, t, x_T)` of a raw network and its run's config."""
+    return bridges.BridgePrecond(
+        network,
+        build_bridge(config),
+        float(config["sigma_data_0"]),
+        float(config["sigma_data_T"]),
+        float(config["cov"]),
+    )
+
+
+def bridge_loss_fn(config: dict[str, Any]):
+    """`loss_fn(network, batch, key)` for `jaxdiff.train.fit`: DDBM's bridge loss of the
+    preconditioned denoiser on the batch's pairs (``batch["x"]`` = x_0, ``batch["cond"]`` =
+    x_T)."""
+    bridge = build_bridge(config)
+
+    def loss_fn(network, batch, key):
+        return bridges.bridge_loss(
+            bridge_precond(network, config), batch["x"], batch["cond"], bridge, key=key
+        )
+
+    return loss_fn
