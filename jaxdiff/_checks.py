@@ -33,6 +33,7 @@ __all__ = [
     "check_float_array",
     "check_float_dtype",
     "check_grid",
+    "check_instance",
     "check_key",
     "check_model",
     "check_model_output",
@@ -169,6 +170,13 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {expected}, got {value!r}")
     return value
+
+
+def check_instance(name: str, value: Any, cls: type, what: str) -> None:
+    """`value` must be an instance of `cls`, described to the user as `what` (e.g. "a jaxdiff
+    process")."""
+    if not isinstance(value, cls):
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
 
 
 def check_callable(name: str, fn: Any, signature: str) -> None:

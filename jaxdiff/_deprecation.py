@@ -20,12 +20,14 @@ def deprecated(old: str, new: str) -> None:
     )
 
 
-def process_after_state(fn: str, state: Any, process: Any, cls: type, new: str):
+def process_after_state(
+    fn: str, state: Any, process: Any, cls: type, new: str, what: str = "process"
+):
     """Entry points take the model, then the state, then the process: `fn(model, state,
     process)`. The old spelling `fn(model, process, state)` is recognised by the type of its
     second argument; returns `(state, process)` in the new order."""
     if isinstance(state, cls) and not isinstance(process, cls):
-        deprecated(f"{fn}(model, {cls.__name__.lower()}, state)", new)
+        deprecated(f"{fn} with the {what} before the data", new)
         return process, state
     return state, process
 

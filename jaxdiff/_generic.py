@@ -9,7 +9,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import check_callable, check_float_array, check_key, check_tolerances, lookup
+from ._checks import (
+    check_callable,
+    check_float_array,
+    check_instance,
+    check_key,
+    check_tolerances,
+    lookup,
+)
 from ._deprecation import process_after_state
 from ._results import GenericResult
 from .processes import AbstractProcess
@@ -34,8 +41,7 @@ def _check(score, x_T, process, fn):
         fn, x_T, process, AbstractProcess, f"{fn}(score, x_T, process)"
     )
     check_callable("score", score, "score(x, t)")
-    if not isinstance(process, AbstractProcess):
-        raise TypeError(f"process must be a jaxdiff process, got {type(process).__name__}")
+    check_instance("process", process, AbstractProcess, "a jaxdiff process")
     return check_float_array("x_T", x_T), process
 
 

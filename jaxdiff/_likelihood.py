@@ -28,6 +28,7 @@ from ._checks import (
     check_callable,
     check_count,
     check_float_array,
+    check_instance,
     check_key,
     check_model,
     check_model_output,
@@ -296,8 +297,7 @@ def log_likelihood_process(
         "log_likelihood_process(score, x, process)",
     )
     check_callable("score", score, "score(x, t)")
-    if not isinstance(process, AbstractProcess):
-        raise TypeError(f"process must be a jaxdiff process, got {type(process).__name__}")
+    check_instance("process", process, AbstractProcess, "a jaxdiff process")
     x = _check_x(x)
     t_min = float(process.t_min) if t_min is None else t_min
     t_max = float(process.t_max) if t_max is None else t_max

@@ -7,6 +7,7 @@ import pytest
 
 import jaxdiff as jd
 import jaxdiff.train as jt
+from jaxdiff.train._data import RING_RADIUS, RING_STD
 
 
 @pytest.mark.parametrize("name", jt.TOYS)
@@ -22,12 +23,12 @@ def test_toys_are_2d_unit_scale_and_keyed(name):
 
 def test_ring_is_the_analytic_ring():
     """Samples sit around the 8 means of jd.analytic.ring(8, RING_RADIUS, RING_STD)."""
-    gm = jd.analytic.ring(8, jt.data.RING_RADIUS, jt.data.RING_STD)
+    gm = jd.analytic.ring(8, RING_RADIUS, RING_STD)
     means = np.asarray(gm.means)
     x = np.asarray(jt.toy("ring", 4000, jax.random.key(0)))
     nearest = np.argmin(((x[:, None] - means[None]) ** 2).sum(-1), axis=1)
     residual = x - means[nearest]
-    np.testing.assert_allclose(residual.std(0), jt.data.RING_STD, rtol=0.1)
+    np.testing.assert_allclose(residual.std(0), RING_STD, rtol=0.1)
     np.testing.assert_allclose(np.bincount(nearest, minlength=8) / 4000, 1 / 8, atol=0.03)
 
 

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
+from .._checks import check_instance
 from ._process import AbstractBridge, check_x_T, expand
 
 __all__ = ["GaussianBridgeDenoiser", "GaussianPair"]
@@ -91,8 +92,7 @@ class GaussianPair(eqx.Module):
 
     def denoiser(self, bridge: AbstractBridge) -> GaussianBridgeDenoiser:
         r"""The exact bridge denoiser $D(x_t, t, x_T) = \mathbb E[x_0 \mid x_t, x_T]$."""
-        if not isinstance(bridge, AbstractBridge):
-            raise TypeError(f"bridge must be a jaxdiff.bridges bridge, got {type(bridge).__name__}")
+        check_instance("bridge", bridge, AbstractBridge, "a jaxdiff.bridges bridge (VE or VP)")
         return GaussianBridgeDenoiser(self, bridge)
 
     def posterior(self, x_t, t, x_T, bridge: AbstractBridge):

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 
-from .._checks import check_callable, check_float_array, check_range
+from .._checks import check_callable, check_choice, check_float_array, check_instance, check_range
 from .._deprecation import keyword_key
 from ._preconditioning import BridgePrecond, bridge_scalings
 from ._process import AbstractBridge, check_x_T
@@ -53,10 +53,8 @@ def bridge_loss(
     **Returns:** the scalar loss, in `x0.dtype`.
     """
     check_callable("denoiser", denoiser, "denoiser(x_t, t, x_T)")
-    if not isinstance(bridge, AbstractBridge):
-        raise TypeError(f"bridge must be a jaxdiff.bridges bridge, got {type(bridge).__name__}")
-    if weighting not in _WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {_WEIGHTINGS}, got {weighting!r}")
+    check_instance("bridge", bridge, AbstractBridge, "a jaxdiff.bridges bridge (VE or VP)")
+    check_choice("weighting", weighting, _WEIGHTINGS)
     x0 = check_float_array("x0", x0, batch=True, min_ndim=2)
     x_T = check_x_T(x_T, like=x0).astype(x0.dtype)
     t_min = bridge.t_min if t_min is None else t_min

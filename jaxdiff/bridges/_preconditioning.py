@@ -19,6 +19,7 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
+from .._checks import check_instance
 from ._process import AbstractBridge, check_x_T, expand
 
 __all__ = ["BridgePrecond", "bridge_scalings"]
@@ -62,10 +63,7 @@ class BridgePrecond(eqx.Module):
             raise TypeError(
                 f"raw must be a callable network F(x, c_noise, x_T), got {type(self.raw).__name__}"
             )
-        if not isinstance(self.bridge, AbstractBridge):
-            raise TypeError(
-                f"bridge must be a jaxdiff.bridges bridge, got {type(self.bridge).__name__}"
-            )
+        check_instance("bridge", self.bridge, AbstractBridge, "a jaxdiff.bridges bridge (VE or VP)")
         s0, sT, cov = float(self.sigma_data_0), float(self.sigma_data_T), float(self.cov)
         if not (s0 > 0 and sT > 0 and np.isfinite(s0) and np.isfinite(sT)):
             raise ValueError(f"sigma_data_0 and sigma_data_T must be > 0, got {s0}, {sT}")

@@ -11,7 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _fixed_grid as fixed_grid
-from .._checks import check_count, check_grid, check_model, check_model_output, lookup
+from .._checks import (
+    check_count,
+    check_grid,
+    check_instance,
+    check_model,
+    check_model_output,
+    lookup,
+)
 from .._fixed_grid import check_run_options
 from .._results import SampleResult
 from ._process import AbstractBridge, check_x_T
@@ -109,10 +116,7 @@ def sample(
     **Returns:** the samples at t = 0 (shaped like `x_T`), or with `return_trajectory` a
     `jaxdiff.SampleResult(x, trajectory)`.
     """
-    if not isinstance(bridge, AbstractBridge):
-        raise TypeError(
-            f"bridge must be a jaxdiff.bridges bridge (VE or VP), got {type(bridge).__name__}"
-        )
+    check_instance("bridge", bridge, AbstractBridge, "a jaxdiff.bridges bridge (VE or VP)")
     solver = _resolve(solver)
     denoiser = check_model("denoiser", denoiser, "denoiser(x_t, t, x_T)")
     x_T = check_x_T(x_T)

@@ -52,3 +52,16 @@ def label_index(labels, batch: int, num_classes: int) -> jax.Array | None:
                 f"values in [{lo}, {hi}]"
             )
     return jnp.where(labels < 0, num_classes, labels).astype(jnp.int32)
+
+
+def conditioning(net, x: jax.Array, c_noise, labels) -> jax.Array:
+    """The conditioning vector of a network, one per sample: the noise embedding through two
+    linear layers, plus the label embedding when the network is class-conditional, then SiLU.
+    `net` has `noise_embedding`, `emb1`, `emb2`, `num_classes` and `label_embedding`."""
+    batch = x.shape[0]
+    c = batch_noise(c_noise, batch, x.dtype)
+    idx = label_index(labels, batch, net.num_classes)
+    e = net.emb2(nnx.silu(net.emb1(net.noise_embedding(c))))
+    if idx is not None:
+        e = e + net.label_embedding(idx)
+    return nnx.silu(e)

@@ -8,8 +8,7 @@ from flax import nnx
 
 from .._checks import check_count, check_float_array
 from ._common import (
-    batch_noise,
-    label_index,
+    conditioning,
     make_noise_embedding,
 )
 
@@ -95,13 +94,7 @@ class MLP(nnx.Module):
         if x.ndim != 2 or x.shape[1] != self.in_dim:
             what = "dim" if self.in_dim == self.dim else "in_dim"
             raise ValueError(f"x must have shape (batch, {what}={self.in_dim}), got {x.shape}")
-        batch = x.shape[0]
-        c = batch_noise(c_noise, batch, x.dtype)
-        idx = label_index(labels, batch, self.num_classes)
-        e = self.emb2(nnx.silu(self.emb1(self.noise_embedding(c))))
-        if idx is not None:
-            e = e + self.label_embedding(idx)
-        e = nnx.silu(e)
+        e = conditioning(self, x, c_noise, labels)
         h = self.inp(x)
         for block in self.blocks:
             h = block(h, e)

@@ -10,8 +10,7 @@ from flax import nnx
 
 from .._checks import check_count, check_float_array
 from ._common import (
-    batch_noise,
-    label_index,
+    conditioning,
     make_noise_embedding,
 )
 
@@ -243,13 +242,7 @@ class UNet(nnx.Module):
                 f"x must have shape (batch, image_size, image_size, in_channels) = "
                 f"(batch, {want[0]}, {want[1]}, {want[2]}) (NHWC), got {x.shape}"
             )
-        batch = x.shape[0]
-        c = batch_noise(c_noise, batch, x.dtype)
-        idx = label_index(labels, batch, self.num_classes)
-        e = self.emb2(nnx.silu(self.emb1(self.noise_embedding(c))))
-        if idx is not None:
-            e = e + self.label_embedding(idx)
-        e = nnx.silu(e)
+        e = conditioning(self, x, c_noise, labels)
 
         h = self.conv_in(x)
         hs = [h]

@@ -24,15 +24,14 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._checks import check_callable, is_traced
+from .._checks import check_callable, check_instance, is_traced
 from ..processes import AbstractProcess, denoiser_from_score
 from ..processes._vp import t_of_integrated_beta
 
 
 def _check(model, process):
     check_callable("model", model, "model(x_t, t)")
-    if not isinstance(process, AbstractProcess):
-        raise TypeError(f"process must be a jaxdiff process, got {type(process).__name__}")
+    check_instance("process", process, AbstractProcess, "a jaxdiff process")
 
 
 class _Wrapped(eqx.Module):

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from .._checks import check_callable, is_traced
+from .._checks import check_callable, check_instance, is_traced
 from ..sde import SDE
 
 
@@ -206,8 +206,7 @@ def score_from_denoiser(denoiser: Callable, process: AbstractProcess) -> ScoreFr
     (`x = x_0 + sigma eps`): `grad_x log p_t(x) = (D(x/s, sigma) - x/s) / (s sigma^2)`
     (Karras et al. 2022, eq. 3)."""
     check_callable("denoiser", denoiser, "denoiser(x, sigma)")
-    if not isinstance(process, AbstractProcess):
-        raise TypeError(f"process must be a jaxdiff process, got {type(process).__name__}")
+    check_instance("process", process, AbstractProcess, "a jaxdiff process")
     return ScoreFromDenoiser(denoiser, process)
 
 
@@ -215,6 +214,5 @@ def denoiser_from_score(score: Callable, process: AbstractProcess) -> DenoiserFr
     """The sigma-space denoiser of a process-time score `score(x, t)`:
     `D(y, sigma) = y + sigma^2 s(t) score(s(t) y, t)` at `t = t_of_sigma(sigma)`."""
     check_callable("score", score, "score(x, t)")
-    if not isinstance(process, AbstractProcess):
-        raise TypeError(f"process must be a jaxdiff process, got {type(process).__name__}")
+    check_instance("process", process, AbstractProcess, "a jaxdiff process")
     return DenoiserFromScore(score, process)

@@ -24,7 +24,14 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 
-from .._checks import check_callable, check_float_array, check_positive, is_traced
+from .._checks import (
+    check_callable,
+    check_choice,
+    check_float_array,
+    check_instance,
+    check_positive,
+    is_traced,
+)
 from .._deprecation import keyword_key, process_after_state
 from ..discrete._chain import alpha_bars_from_betas, check_betas, cosine_betas, linear_betas
 from ..processes import AbstractProcess
@@ -150,10 +157,8 @@ def dsm_loss(
         "dsm_loss", x0, process, AbstractProcess, "dsm_loss(score_model, x0, process, key=key)"
     )
     check_callable("score_model", score_model, "score_model(x_t, t)")
-    if not isinstance(process, AbstractProcess):
-        raise TypeError(f"process must be a jaxdiff process, got {type(process).__name__}")
-    if weighting not in _WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {_WEIGHTINGS}, got {weighting!r}")
+    check_instance("process", process, AbstractProcess, "a jaxdiff process")
+    check_choice("weighting", weighting, _WEIGHTINGS)
     x0 = check_float_array("x0", x0, batch=True, min_ndim=2)
     labels = _check_labels(labels, x0.shape[0])
     if not is_traced((t_eps, process.t_max)):
