@@ -389,3 +389,37 @@ def test_h_transform_is_finite_and_continuous_at_t0(bridge, x64):
         a, _, c = bridge.coefficients(t)
         direct = (a * x_T - bridge.snr_ratio(t) * x) / c
         assert jnp.allclose(bridge.h_transform(x, t, x_T), direct, rtol=1e-9)
+
+
+def test_shared_driver_gives_bridges_per_sample_keys_callbacks_and_names():
+    """The bridges run on the samplers' driver: per-sample keys make a sample independent of
+    its batch, the callback sees every step, and solvers may be given by name."""
+    br = BRIDGES["VE"]
+    den = pair(jnp.float32).denoiser(br)
+    x_T = pair(jnp.float32).sample_T(jr.key(0), 6)
+    keys = jd.per_sample_keys(jr.key(1), 6)
+    solver = B.DBIM(eta=0.5)  # noise at the boot and at every step
+    full = B.sample(den, x_T, br, steps=5, solver=solver, key=keys)
+    alone = B.sample(den, x_T[2:3], br, steps=5, solver=solver, key=keys[2:3])
+    np.testing.assert_allclose(full[2:3], alone, rtol=1e-6, atol=1e-6)
+    order = jnp.array([5, 2, 0, 1, 4, 3])
+    shuffled = B.sample(den, x_T[order], br, steps=5, solver=solver, key=keys[order])
+    np.testing.assert_allclose(shuffled, full[order], rtol=1e-6, atol=1e-6)
+    other = B.sample(den, x_T, br, steps=5, solver=solver, key=jd.per_sample_keys(jr.key(2), 6))
+    assert not np.allclose(other, full)
+    # callback: one call per step, with the bridge's time names
+    seen = []
+    out = B.sample(den, x_T, br, steps=5, solver="dbim", key=jr.key(3), callback=seen.append)
+    jax.effects_barrier()
+    assert [int(d["i"]) for d in seen] == list(range(5))
+    assert set(seen[0]) == {"i", "t", "t_next", "x", "denoised"}
+    np.testing.assert_array_equal(seen[-1]["x"], out)
+    assert float(seen[-1]["t_next"]) == 0.0
+    # by name: the default options
+    np.testing.assert_array_equal(
+        out, B.sample(den, x_T, br, steps=5, solver=B.DBIM(), key=jr.key(3))
+    )
+    with pytest.raises(ValueError, match="unknown solver 'dbmi'"):
+        B.sample(den, x_T, br, steps=5, solver="dbmi", key=jr.key(3))
+    with pytest.raises(ValueError, match="callback is not supported with per-sample keys"):
+        B.sample(den, x_T, br, steps=5, key=keys, callback=print)

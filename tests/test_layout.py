@@ -1,0 +1,97 @@
+"""The package's shape: public surfaces with `__all__`, private implementation modules, imports
+that point down the layers (nothing below the CLI imports it, no import from the bottom of a
+file), and one home for the boundary checks."""
+
+import ast
+import importlib
+import pkgutil
+from pathlib import Path
+
+import pytest
+
+import jaxdiff
+
+ROOT = Path(jaxdiff.__file__).parent
+SOURCES = sorted(ROOT.rglob("*.py"))
+PACKAGES = sorted(
+    name
+    for _, name, is_pkg in pkgutil.walk_packages(jaxdiff.__path__, "jaxdiff.")
+    if is_pkg and not name.split(".")[-1].startswith("_")
+)
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute module) of every import in `path`."""
+    tree = ast.parse(path.read_text())
+    package = (
+        module_name(path)
+        if path.name == "__init__.py"
+        else module_name(path)[: -len(path.stem) - 1]
+    )
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            out.append((node.lineno, base))
+            out.extend((node.lineno, f"{base}.{a.name}") for a in node.names)
+        elif isinstance(node, ast.Import):
+            out.extend((node.lineno, a.name) for a in node.names)
+    return out
+
+
+def test_every_public_package_has_an_all_that_resolves():
+    assert {"jaxdiff.samplers", "jaxdiff.sde", "jaxdiff.processes", "jaxdiff.cli"} <= set(PACKAGES)
+    for name in ["jaxdiff", *PACKAGES]:
+        module = importlib.import_module(name)
+        assert hasattr(module, "__all__"), f"{name} has no __all__"
+        missing = [n for n in module.__all__ if not hasattr(module, n)]
+        assert not missing, f"{name}.__all__ names missing attributes: {missing}"
+
+
+def test_implementation_modules_are_private():
+    for path in SOURCES:
+        if path.name != "__init__.py":
+            assert path.stem.startswith("_"), f"{path.relative_to(ROOT)} is a public module"
+
+
+def test_nothing_below_the_cli_imports_it():
+    offenders = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in SOURCES
+        if "cli" not in path.relative_to(ROOT).parts
+        for line, mod in imported_modules(path)
+        if mod == "jaxdiff.cli" or mod.startswith("jaxdiff.cli.")
+    ]
+    assert not offenders, f"library modules import the CLI: {offenders}"
+
+
+def test_no_import_from_the_bottom_of_a_file():
+    """Every module-level import comes before the first definition (no hidden cycles)."""
+    for path in SOURCES:
+        body = ast.parse(path.read_text()).body
+        seen_code = False
+        for node in body:
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                assert not seen_code, f"{path.relative_to(ROOT)}:{node.lineno} imports late"
+            elif not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):
+                seen_code = True
+
+
+@pytest.mark.parametrize(
+    "needle",
+    [
+        "core.Tracer",  # "is this traced": jaxdiff._checks.is_traced
+        "operator.index(",  # counts: jaxdiff._checks.check_count
+    ],
+)
+def test_checks_have_one_home(needle):
+    homes = [p.relative_to(ROOT) for p in SOURCES if needle in p.read_text()]
+    assert [str(h) for h in homes] in ([], ["_checks.py"]), f"{needle!r} written in {homes}"
