@@ -22,18 +22,7 @@ from ._results import GenericResult
 from .processes import AbstractProcess
 from .sde import solve_sde
 from .sde._solve import DiagonalDiffusion, time_reversed
-from .sde._solvers import MAX_STEPS, SDE_SOLVERS, ode_solver
-
-
-def _stages(solver: dfx.AbstractSolver) -> tuple[int, int]:
-    """(vector-field evaluations per step, evaluations before the first step)."""
-    tableau = getattr(solver, "tableau", None)
-    if tableau is not None and hasattr(tableau, "b_sol"):
-        stages = len(tableau.b_sol)
-        return (stages - 1, 1) if tableau.fsal else (stages, 0)
-    if isinstance(solver, dfx.Euler):
-        return 1, 0
-    raise ValueError(f"cannot count evaluations of {type(solver).__name__}")
+from .sde._solvers import MAX_STEPS, SDE_SOLVERS, evaluations, ode_solver
 
 
 def _check(score, x_T, process, fn):
@@ -76,7 +65,7 @@ def sample_ode(
     x_T, process = _check(score, x_T, process, "sample_ode")
     check_tolerances(steps, rtol, atol, max_steps)
     solver = ode_solver(solver, adaptive=steps is None)
-    per_step, initial = _stages(solver)
+    per_step, initial = evaluations(solver)
     t0, t1 = float(process.t_max), float(process.t_min)
     if steps is not None:
         ode = process.probability_flow(score)
@@ -151,7 +140,7 @@ def sample_sde(
     check_tolerances(steps, rtol, atol, max_steps)
     check_key(key)
     solver_obj = lookup("solver", solver, SDE_SOLVERS, dfx.AbstractSolver, "SDE solver")
-    per_step, initial = _sde_stages(solver_obj)
+    per_step, initial = evaluations(solver_obj)
     sde = process.reverse(score)
     t0, t1 = float(process.t_max), float(process.t_min)
     if steps is not None:
@@ -164,12 +153,6 @@ def sample_sde(
     return _adaptive_sde(
         sde, x_T, key, t0, t1, solver_obj, rtol, atol, tol, max_steps, per_step, initial
     )
-
-
-def _sde_stages(solver) -> tuple[int, int]:
-    if isinstance(solver, dfx.Euler | dfx.EulerHeun):
-        return (1, 0) if isinstance(solver, dfx.Euler) else (2, 0)
-    return _stages(solver)
 
 
 @eqx.filter_jit

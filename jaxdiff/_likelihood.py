@@ -36,11 +36,10 @@ from ._checks import (
     check_tolerances,
 )
 from ._deprecation import process_after_state
-from ._generic import _stages
 from ._results import LikelihoodResult
 from .processes import AbstractProcess
 from .samplers._core import check_denoiser
-from .sde._solvers import MAX_STEPS, ode_solver
+from .sde._solvers import MAX_STEPS, evaluations, ode_solver
 
 _PROBES = ("rademacher", "gaussian")
 
@@ -179,7 +178,7 @@ def _result(x_T, delta, num_steps, prior_std, solver, return_info):
     log_p = prior + delta
     if not return_info:
         return log_p
-    per_step, initial = _stages(solver)
+    per_step, initial = evaluations(solver)
     return LikelihoodResult(log_p, prior, delta, x_T, num_steps * per_step + initial, num_steps)
 
 

@@ -21,7 +21,8 @@ import numpy as np
 
 from .._checks import check_count, check_key, check_positive
 from ..processes import VE, VP, AbstractProcess
-from ..sde import ODE_SOLVERS, solve_sde
+from ..sde import ODE_SOLVERS, SDE_SOLVERS, solve_sde
+from ..sde._solvers import evaluations
 from ._gaussian_mixture import GaussianMixture
 
 __all__ = [
@@ -190,16 +191,6 @@ def expected_log_prob(
     )
 
 
-def _stages(solver: str) -> int:
-    """Score evaluations per step of a fixed-step solve with `solver`."""
-    if solver == SDE_SOLVER:
-        return 1
-    tableau = getattr(ODE_SOLVERS[solver](), "tableau", None)
-    if tableau is None:
-        return 1
-    return len(tableau.b_sol) - int(bool(tableau.fsal))
-
-
 def run_oracle_sampler(
     sampler: OracleSampler, gm: GaussianMixture, key: jax.Array, num: int, steps: int
 ) -> OracleResult:
@@ -228,5 +219,7 @@ def run_oracle_sampler(
     samples = np.asarray(jax.block_until_ready(x), np.float64)
     seconds = time.perf_counter() - start
     log_prob = np.asarray(mixture_log_prob(gm, x, sampler.sigma_min), np.float64)
-    evals = steps * _stages(sampler.solver) if sde.is_ode else steps
+    registry = ODE_SOLVERS if sde.is_ode else SDE_SOLVERS
+    per_step, initial = evaluations(registry[sampler.solver]())
+    evals = steps * per_step + initial
     return OracleResult(sampler, samples, log_prob, seconds, steps, evals)
