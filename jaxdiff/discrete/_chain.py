@@ -24,14 +24,7 @@ from .._checks import check_count, check_float_array, check_number, check_positi
 # -- boundary checks of a chain (on the generic checks of `jaxdiff._checks`) --------------------
 def check_betas(betas, name: str = "betas") -> jax.Array:
     """A non-empty 1-D floating array in `(0, 1)` (the values checked when concrete)."""
-    betas = check_float_array(name, betas)
-    if betas.ndim != 1 or betas.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D array, got shape {betas.shape}")
-    if not is_traced(betas):
-        b = np.asarray(betas, np.float64)
-        if not (np.all(b > 0) and np.all(b < 1)):
-            raise ValueError(f"{name} must lie in (0, 1)")
-    return betas
+    return check_alpha_bars(betas, name, decreasing=False)
 
 
 def check_alpha_bars(alpha_bars, name: str = "alpha_bars", *, decreasing: bool = True):
