@@ -23,7 +23,7 @@ from .._checks import (
 )
 from .._deprecation import deprecated
 from ..samplers._base import AbstractSampler
-from ..samplers._core import sample
+from ..samplers._core import resolve_sampler, sample
 from ..samplers._heun import Heun
 from ._closed_form import karras
 
@@ -62,7 +62,7 @@ def optimize(
     shape: tuple[int, ...] | Sequence[tuple[int, ...]],
     n: int,
     *,
-    solver: AbstractSampler,
+    solver: AbstractSampler | str,
     sigma_min: float = 0.002,
     sigma_max: float = 80.0,
     init: Callable | None = None,
@@ -89,7 +89,7 @@ def optimize(
     - `shape`: the shape of one batch of initial noise, e.g. `(512, 2)`, or one shape per
       denoiser (to tune on models of different dimensions at once).
     - `n`: the number of steps of the grid (n + 1 sigmas).
-    - `solver`: the deterministic sampler to tune for.
+    - `solver`: the deterministic sampler to tune for (an instance or its name).
     - `init`: the starting schedule `f(n, sigma_min, sigma_max)` (default
       `jaxdiff.schedules.karras`).
     - `objective`: how the per-denoiser RMS errors are combined: `"rms"` (their mean, the
@@ -101,8 +101,7 @@ def optimize(
       the next release: `key=None` (the default) is deprecated, warns (`DeprecationWarning`)
       and uses `jax.random.key(0)` for this release.
     """
-    if not isinstance(solver, AbstractSampler):
-        raise TypeError(f"solver must be a jaxdiff sampler, got {type(solver).__name__}")
+    solver = resolve_sampler(solver)
     if solver.stochastic:
         raise ValueError("solver must be deterministic: the loss compares trajectories")
     n = check_count("n", n, minimum=2)
