@@ -84,7 +84,7 @@ def check_number(name: str, value: Any) -> float | None:
         arr = np.asarray(value)
     except Exception as e:
         raise TypeError(f"{name} must be a number, got {type(value).__name__}") from e
-    if arr.dtype.kind not in "iuf":
+    if not (jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     if arr.ndim != 0:
         raise ValueError(f"{name} must be a scalar, got shape {arr.shape}")
@@ -241,6 +241,8 @@ def check_key(key: Any, name: str = "key") -> None:
         if key.ndim != 0:
             raise ValueError(f"{name} must be one PRNG key, got an array of {key.shape} keys")
         return
+    if key.dtype == jnp.uint32 and key.ndim >= 2 and key.shape[-1] == 2:
+        raise ValueError(f"{name} must be one PRNG key, got an array of {key.shape[:-1]} keys")
     if not (key.dtype == jnp.uint32 and key.shape == (2,)):
         raise TypeError(f"{name} must be a JAX PRNG key, got an array of {key.dtype}{key.shape}")
 

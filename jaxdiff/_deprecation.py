@@ -5,18 +5,32 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
+import sys
 import warnings
 from typing import Any
 
 __all__ = ["deprecated", "keyword_key", "process_after_state"]
 
 
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _caller_stacklevel() -> int:
+    """The `stacklevel` of the first frame outside jaxdiff: the user's line, so the warning
+    shows under Python's default filters (which show DeprecationWarnings from `__main__`)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def deprecated(old: str, new: str) -> None:
-    """Warns that the spelling `old` is deprecated in favour of `new`."""
+    """Warns that the spelling `old` is deprecated in favour of `new`, at the user's line."""
     warnings.warn(
         f"{old} is deprecated and will be removed in the next release: use {new}",
         DeprecationWarning,
-        stacklevel=3,
+        stacklevel=_caller_stacklevel(),
     )
 
 
@@ -39,11 +53,18 @@ def keyword_key(fn_name: str, old_index: int):
 
     def decorate(fn):
         params = inspect.signature(fn).parameters.values()
-        n = sum(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
+        names = [p.name for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+        n = len(names)
+
+        def old_spelling(args, kwargs) -> bool:
+            if "key" in kwargs or len(args) <= old_index:
+                return False
+            # one positional too many, or a positional where a later argument came by keyword
+            return len(args) == n + 1 or any(p in kwargs for p in names[old_index : len(args)])
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            if len(args) == n + 1 and "key" not in kwargs:
+            if old_spelling(args, kwargs):
                 deprecated(f"{fn_name} with a positional key", f"{fn_name}(..., key=key)")
                 args = list(args)
                 kwargs["key"] = args.pop(old_index)

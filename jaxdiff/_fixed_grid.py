@@ -40,9 +40,11 @@ def check_run_options(key, x: jax.Array, *, stochastic: bool, who: str, callback
             raise ValueError(f"{who} is stochastic: pass key=")
         return None
     per_sample = check_sample_key(key, x)
+    if not stochastic:
+        return None  # the key is unused: it must not cause a recompile
     if per_sample and callback is not None:
         raise ValueError("callback is not supported with per-sample keys")
-    return key if stochastic else None
+    return key
 
 
 def run(
@@ -105,7 +107,7 @@ def _run(init, step, batch, grid, key, return_trajectory, callback, names):
     if n > 1:
         (x_last, carry), xs = jax.lax.scan(body, (x, carry), jnp.arange(n - 1))
     else:  # one step: no scan (a zero-length scan also fails under jax.disable_jit)
-        x_last, xs = x, x[:0]
+        x_last, xs = x, jnp.zeros((0, *x.shape), x.dtype)
     x_final, _ = one(x_last, carry, n - 1, True)
     if not return_trajectory:
         return x_final, None

@@ -26,6 +26,7 @@ import numpy as np
 
 from ._checks import (
     check_callable,
+    check_choice,
     check_count,
     check_float_array,
     check_instance,
@@ -60,8 +61,7 @@ def _check_x(x) -> jax.Array:
 
 
 def _check_options(key, num_probes, probe, steps, rtol, atol, max_steps, solver):
-    if probe not in _PROBES:
-        raise ValueError(f"probe must be one of {_PROBES}, got {probe!r}")
+    check_choice("probe", probe, _PROBES)
     check_count("num_probes", num_probes)
     if key is not None:
         check_key(key)

@@ -423,3 +423,7 @@ def test_shared_driver_gives_bridges_per_sample_keys_callbacks_and_names():
         B.sample(den, x_T, br, steps=5, solver="dbmi", key=jr.key(3))
     with pytest.raises(ValueError, match="callback is not supported with per-sample keys"):
         B.sample(den, x_T, br, steps=5, key=keys, callback=print)
+    # one step: no scan, still a two-point trajectory
+    x0, traj = B.sample(den, x_T, br, steps=1, key=jr.key(4), return_trajectory=True)
+    assert traj.shape == (2, *x_T.shape)
+    np.testing.assert_array_equal(traj[-1], x0)

@@ -30,6 +30,8 @@ def loglik(gm, process, x):
         ("ode", dict(solver="dopri5", rtol=1e-4, atol=1e-4)),
         ("ode", dict(solver="heun", steps=40)),
         ("sde", dict(steps=150)),
+        ("sde", dict(steps=100, solver="spark")),  # stochastic Runge-Kutta: drift stages
+        ("sde", dict(steps=100, solver="srk")),  # one stage skips the drift
         ("sde", dict(steps=None, solver="heun", rtol=1e-2, atol=1e-2)),
     ],
 )

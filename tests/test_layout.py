@@ -25,14 +25,16 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def package_of(path: Path) -> str:
+    """The package a relative import in `path` starts from."""
+    name = module_name(path)
+    return name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+
+
 def imported_modules(path: Path) -> list[tuple[int, str]]:
     """(line, absolute module) of every import in `path`."""
     tree = ast.parse(path.read_text())
-    package = (
-        module_name(path)
-        if path.name == "__init__.py"
-        else module_name(path)[: -len(path.stem) - 1]
-    )
+    package = package_of(path)
     out = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
@@ -95,3 +97,23 @@ def test_no_import_from_the_bottom_of_a_file():
 def test_checks_have_one_home(needle):
     homes = [p.relative_to(ROOT) for p in SOURCES if needle in p.read_text()]
     assert [str(h) for h in homes] in ([], ["_checks.py"]), f"{needle!r} written in {homes}"
+
+
+def test_every_import_resolves_lazy_ones_included():
+    """Imports inside functions run late: a name moved away would only fail when called."""
+    broken = []
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.ImportFrom) and node.level):
+                continue
+            package = package_of(path)
+            anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+            target = ".".join([*anchor, node.module] if node.module else anchor)
+            module = importlib.import_module(target)
+            for alias in node.names:
+                if not hasattr(module, alias.name):
+                    try:
+                        importlib.import_module(f"{target}.{alias.name}")
+                    except ImportError:
+                        broken.append(f"{path.relative_to(ROOT)}:{node.lineno} {alias.name}")
+    assert not broken, f"imports of names that do not exist: {broken}"

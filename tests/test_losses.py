@@ -187,3 +187,16 @@ def test_old_loss_spellings_warn_and_agree():
     said = " ".join(str(w.message) for w in record)
     assert "positional key" in said and "dsm_loss(score_model, x0, process" in said
     assert old == dsm_loss(score, x0, vp, key=key)
+
+
+def test_old_positional_key_with_later_arguments_by_keyword():
+    """`bridge_loss(d, x0, x_T, key, bridge=b)` (key positional, a later argument by keyword)
+    is the old spelling too."""
+    import jaxdiff.bridges as B
+
+    br = B.VE()
+    pair = B.GaussianPair(*(jnp.full(2, v) for v in (0.0, 0.0, 0.25, 0.25, 0.0)))
+    x0, x_T = jnp.ones((4, 2)), -jnp.ones((4, 2))
+    with pytest.warns(DeprecationWarning, match="positional key"):
+        old = B.bridge_loss(pair.denoiser(br), x0, x_T, jr.key(0), bridge=br)
+    assert old == B.bridge_loss(pair.denoiser(br), x0, x_T, br, key=jr.key(0))

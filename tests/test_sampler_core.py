@@ -212,3 +212,22 @@ def test_convergence_order(x64, sampler, order):
 
     fitted = order_of_convergence(sampler)
     assert fitted == pytest.approx(order, abs=0.2)
+
+
+def test_one_step_grid_trajectory_and_unused_per_sample_keys():
+    """A one-step grid runs no scan and still returns its two-point trajectory; a
+    deterministic sampler ignores per-sample keys, so a callback is allowed with them."""
+    gm = jd.analytic.ring()
+    x = jnp.ones((3, 2))
+    one = jnp.array([1.0, 0.0])
+    out, traj = jd.sample(gm.denoiser, x, one, solver="euler", return_trajectory=True)
+    assert traj.shape == (2, 3, 2)
+    np.testing.assert_array_equal(traj[0], x)
+    np.testing.assert_array_equal(traj[-1], out)
+    keys = jd.per_sample_keys(jr.key(0), 3)
+    res = jd.sample(gm.denoiser, x, one, solver="euler_ancestral", key=keys, return_trajectory=True)
+    assert res.trajectory.shape == (2, 3, 2)
+    seen = []
+    jd.sample(gm.denoiser, x, one, solver="heun", key=keys, callback=seen.append)
+    jax.effects_barrier()
+    assert len(seen) == 1

@@ -397,8 +397,9 @@ def test_non_sde_solver_instance_is_refused():
 def test_more_bad_input():
     with pytest.raises(TypeError, match="dt must be a real number"):
         jd.solve_sde(OU, jnp.ones(3), jnp.array([0.0, 1.0]), key=jr.key(0), dt="0.1")
-    with pytest.raises(ValueError, match="key must be one PRNG key"):
-        jd.solve_sde(OU, jnp.ones(3), jnp.array([0.0, 1.0]), key=jr.split(jr.key(0), 2), dt=0.1)
+    for keys in (jr.split(jr.key(0), 2), jr.split(jr.PRNGKey(0), 2)):  # typed and raw keys
+        with pytest.raises(ValueError, match="key must be one PRNG key"):
+            jd.solve_sde(OU, jnp.ones(3), jnp.array([0.0, 1.0]), key=keys, dt=0.1)
     with pytest.raises(ValueError, match="too small for ts"):
         jd.solve_sde(OU, jnp.ones(3), jnp.array([80.0, 79.99]), key=jr.key(0), dt=2e-6)
     assert jd.DiscreteBrownianPath(jr.key(0), 0.0, 1.0, np.int64(4), (2,)).w.shape == (5, 2)

@@ -18,6 +18,8 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
+from ..sde._solvers import evaluations
+
 _NAME = "_kdiffusion_peer"
 
 #: jaxdiff sampler name -> (k-diffusion function, extra keyword arguments)
@@ -121,9 +123,7 @@ def run_kdiffusion(name, denoiser, x: np.ndarray, sigmas: np.ndarray, *, seed: i
 
 def diffrax_stages(name: str) -> tuple[int, int]:
     """(evaluations per step, evaluations before the first step) of a diffrax solver."""
-    from .._generic import _stages
-
-    return _stages(DIFFRAX_SOLVERS[name]())
+    return evaluations(DIFFRAX_SOLVERS[name]())
 
 
 def diffrax_nfe(name: str, steps: int) -> int:

@@ -55,8 +55,10 @@ def by_name(name: str, **options) -> AbstractSampler:
     """The sampler called `name` (k-diffusion's spelling, e.g. `"dpmpp_2m"`, `"edm"`,
     `"unipc"`), built with `options` (its keyword options, e.g. `eta=0.5`).
 
-    Raises `ValueError` naming the valid names for an unknown one.
+    Raises `ValueError` naming the valid names for an unknown one, `TypeError` for a non-string.
     """
-    if not isinstance(name, str) or name not in SAMPLERS:
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a sampler name (str), got {type(name).__name__}")
+    if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; expected one of: {', '.join(SAMPLERS)}")
     return SAMPLERS[name](**options)

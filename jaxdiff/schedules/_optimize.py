@@ -57,6 +57,12 @@ def _rms(a, b):
     return jnp.sqrt(jnp.mean(jnp.sum((a - b).reshape(a.shape[0], -1) ** 2, axis=-1)))
 
 
+def _is_many(denoisers) -> bool:
+    """A sequence of denoisers, not one `(fn, params)` pair."""
+    pair = isinstance(denoisers, tuple) and len(denoisers) == 2 and callable(denoisers[0])
+    return isinstance(denoisers, Sequence) and not (pair and not callable(denoisers[1]))
+
+
 def optimize(
     denoisers: Callable | Sequence[Callable],
     shape: tuple[int, ...] | Sequence[tuple[int, ...]],
@@ -119,7 +125,7 @@ def optimize(
     check_key(key)
     dens = [
         check_model("denoiser", d, "denoiser(x, sigma)")
-        for d in (denoisers if isinstance(denoisers, Sequence) else [denoisers])
+        for d in (denoisers if _is_many(denoisers) else [denoisers])
     ]
     if not dens:
         raise ValueError("denoisers must not be empty")

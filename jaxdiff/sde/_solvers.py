@@ -109,13 +109,16 @@ def is_stratonovich(solver: dfx.AbstractSolver) -> bool:
 def evaluations(solver: dfx.AbstractSolver) -> tuple[int, int]:
     """`(vector-field evaluations per step, evaluations before the first step)` of a diffrax
     solver: a Runge–Kutta tableau's stages (one fewer per step, one more at the start, when the
-    last stage is reused as the next step's first: FSAL), 1 for Euler / Euler–Maruyama and
-    Milstein, 2 for Euler–Heun."""
+    last stage is reused as the next step's first: FSAL), a stochastic Runge–Kutta tableau's
+    drift stages, 1 for Euler / Euler–Maruyama and Milstein, 2 for Euler–Heun."""
     if isinstance(solver, dfx.EulerHeun):
         return 2, 0
     if isinstance(solver, dfx.Euler | DiagonalMilstein):
         return 1, 0
     tableau = getattr(solver, "tableau", None)
+    if isinstance(tableau, dfx.StochasticButcherTableau):  # SRKs: the drift's stages
+        skip = tableau.ignore_stage_f
+        return (len(tableau.b_sol) if skip is None else int(sum(not s for s in skip))), 0
     if tableau is not None and hasattr(tableau, "b_sol"):
         stages = len(tableau.b_sol)
         return (stages - 1, 1) if tableau.fsal else (stages, 0)
