@@ -38,7 +38,6 @@ __all__ = [
     "check_model",
     "check_model_output",
     "check_number",
-    "check_output",
     "check_positive",
     "check_range",
     "check_sample_key",
@@ -185,9 +184,9 @@ def check_callable(name: str, fn: Any, signature: str) -> None:
         raise TypeError(f"{name} must be callable as {signature}, got {type(fn).__name__}")
 
 
-def check_output(out: Any, like: jax.ShapeDtypeStruct | jax.Array, call: str, like_name: str):
-    """The abstract output `out` of `call` (from `jax.eval_shape`) must be an array with the
-    shape and dtype of `like_name`."""
+def check_model_output(fn: Callable, args: tuple, like: jax.Array, call: str, like_name: str):
+    """Traces `fn(*args)` abstractly (no FLOPs) and checks its output with `check_output`."""
+    out = eqx.filter_eval_shape(fn, *args)
     if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != like.shape:
         got = getattr(out, "shape", type(out).__name__)
         raise ValueError(
@@ -197,12 +196,6 @@ def check_output(out: Any, like: jax.ShapeDtypeStruct | jax.Array, call: str, li
         raise ValueError(
             f"{call} must keep the dtype of {like_name} ({like.dtype}), got {out.dtype}"
         )
-
-
-def check_model_output(fn: Callable, args: tuple, like: jax.Array, call: str, like_name: str):
-    """Traces `fn(*args)` abstractly (no FLOPs) and checks its output with `check_output`."""
-    out = eqx.filter_eval_shape(fn, *args)
-    check_output(out, like, call, like_name)
 
 
 class PairDenoiser(eqx.Module):

@@ -11,12 +11,18 @@ from ._gaussian import (
 from ._loss import bridge_loss as bridge_loss
 from ._preconditioning import BridgePrecond as BridgePrecond, bridge_scalings as bridge_scalings
 from ._process import VE as VE, VP as VP, AbstractBridge as AbstractBridge
-from ._sample import karras_grid as karras_grid, sample as sample, uniform_grid as uniform_grid
+from ._sample import (
+    SOLVERS as SOLVERS,
+    karras_grid as karras_grid,
+    sample as sample,
+    uniform_grid as uniform_grid,
+)
 from ._solver import AbstractBridgeSolver as AbstractBridgeSolver
 
 __all__ = [
     "DBIM",
     "DDBM",
+    "SOLVERS",
     "VE",
     "VP",
     "AbstractBridge",

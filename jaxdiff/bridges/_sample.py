@@ -21,6 +21,8 @@ from .._checks import (
 )
 from .._fixed_grid import check_run_options
 from .._results import SampleResult
+from ._dbim import DBIM
+from ._ddbm import DDBM
 from ._process import AbstractBridge, check_x_T
 from ._solver import AbstractBridgeSolver
 
@@ -140,14 +142,7 @@ def sample(
 
 
 #: bridge solvers by name, for `sample(..., solver="dbim")` and the command line
-SOLVERS = {"dbim": lambda: _solvers()[0](), "ddbm": lambda: _solvers()[1]()}
-
-
-def _solvers():
-    from ._dbim import DBIM
-    from ._ddbm import DDBM
-
-    return DBIM, DDBM
+SOLVERS: dict[str, type[AbstractBridgeSolver]] = {"dbim": DBIM, "ddbm": DDBM}
 
 
 def _resolve(solver) -> AbstractBridgeSolver:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import bridges
 from ..train import bridge_precond, build_bridge, build_bridge_network
 from ..train._recipe import held_out_pairs
 from ._bridge_train import NAME as TRAIN_NAME
@@ -50,7 +51,7 @@ examples:
   jaxdiff bridge-sample --ckpt runs/restore --solver ddbm --steps 40 --num 64 --out r.png
 """
 
-SOLVERS = ("dbim", "ddbm")
+SOLVERS = tuple(bridges.SOLVERS)
 MAX_PLOTTED_DIGITS = 64
 
 
@@ -102,8 +103,6 @@ def _flags(solver: str, sep: str) -> str:
 def _solver(args):
     """The bridge sampler of ``--solver`` with its options; `ValueError` for options of the
     other solver, or values it refuses."""
-    from .. import bridges
-
     if args.solver not in SOLVERS:
         raise ValueError(
             f"--solver: unknown solver {args.solver!r}; expected one of {', '.join(SOLVERS)}"
@@ -115,7 +114,7 @@ def _solver(args):
         option: default if getattr(args, option) is None else getattr(args, option)
         for option, default in SOLVER_OPTIONS[args.solver]
     }
-    make = {"dbim": bridges.DBIM, "ddbm": bridges.DDBM}[args.solver]
+    make = bridges.SOLVERS[args.solver]
     try:
         return make(**options)
     except ValueError as err:

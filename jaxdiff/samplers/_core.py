@@ -19,6 +19,7 @@ from .._checks import (
 from .._fixed_grid import check_run_options
 from .._results import SampleResult
 from ._base import AbstractSampler
+from ._names import SAMPLERS
 
 
 def sample(
@@ -74,8 +75,6 @@ def sample(
 
 def resolve_sampler(solver) -> AbstractSampler:
     """A sampler from an instance, a name (`jaxdiff.samplers.SAMPLERS`) or `None` (Heun)."""
-    from ._names import SAMPLERS
-
     if solver is None:
         return SAMPLERS["heun"]()
     return lookup("solver", solver, SAMPLERS, AbstractSampler, "sampler")

@@ -82,7 +82,7 @@ def resolve_solver(solver, sde) -> dfx.AbstractSolver:
         return solver
     if sde.is_ode:
         return ode_solver(solver)
-    lookup("solver", solver, SDE_SOLVERS, dfx.AbstractSolver, "SDE solver")  # kind and name
+    built = lookup("solver", solver, SDE_SOLVERS, dfx.AbstractSolver, "SDE solver")
     if solver in ADDITIVE_ONLY and not sde.additive:
         raise ValueError(
             f"solver {solver!r} needs additive noise: build the SDE with additive=True "
@@ -93,7 +93,7 @@ def resolve_solver(solver, sde) -> dfx.AbstractSolver:
             "solver 'milstein' supports diagonal and scalar noise; for general noise pass "
             "diffrax.ItoMilstein() (commutative noise, forward time) or use 'srk'"
         )
-    return SDE_SOLVERS[solver]()
+    return built
 
 
 def needs_levy_area(solver: dfx.AbstractSolver) -> bool:

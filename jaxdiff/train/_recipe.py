@@ -26,7 +26,6 @@ from flax import nnx
 from .. import bridges, nn as jnn
 from .._checks import check_count, check_key
 from ..parametrizations._denoisers import ClassifierFreeGuidance, Conditional, EDMPrecond
-from ..samplers import by_name
 from ..samplers._core import sample
 from ._losses import edm_loss
 from ._pairs import degrade_digits, pair_dataset
@@ -174,8 +173,6 @@ def draw_samples(
     num = check_count("num", num)
     batch = check_count("batch", batch)
     check_key(key)
-    if isinstance(solver, str):
-        solver = by_name(solver)
     shape = tuple(config["shape"])
     chunk = min(batch, num)
     outputs = []
@@ -186,11 +183,7 @@ def draw_samples(
         if labels is not None:
             chunk_labels = np.resize(labels[start : start + chunk], chunk)
         d = sampling_denoiser(network, config, labels=chunk_labels, guidance=guidance)
-        outputs.append(
-            np.asarray(
-                sample(d, x, sigmas, solver=solver, key=k_solver if solver.stochastic else None)
-            )
-        )
+        outputs.append(np.asarray(sample(d, x, sigmas, solver=solver, key=k_solver)))
     return np.concatenate(outputs)[:num]
 
 
