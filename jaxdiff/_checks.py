@@ -270,10 +270,12 @@ def check_grid(
     unit: str = "sigma",
     below: float | None = None,
     below_name: str = "",
+    infinite_start: bool = False,
 ) -> jax.Array:
     """A fixed-sampler grid: 1-D, at least 2 entries, finite, strictly decreasing, ending at 0
-    (the k-diffusion convention); with `below`, the first entry must be smaller. Values are
-    checked only when concrete. Returns it as an array."""
+    (the k-diffusion convention); with `below`, the first entry must be smaller; with
+    `infinite_start`, the first entry (only) may be `inf` (pure noise). Values are checked only
+    when concrete. Returns it as an array."""
     if not is_traced(grid):
         try:
             arr = np.asarray(grid, dtype=np.float64)
@@ -283,8 +285,11 @@ def check_grid(
             ) from e
         if arr.ndim != 1 or arr.shape[0] < 2:
             raise ValueError(f"{name} must be 1-D with at least 2 entries, got shape {arr.shape}")
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{name} must be finite")
+        finite = arr[1:] if infinite_start and arr[0] == np.inf else arr
+        if not np.all(np.isfinite(finite)):
+            where = "finite after its first entry (which may be inf)"
+            where = where if infinite_start else "finite"
+            raise ValueError(f"{name} must be {where}, got {arr}")
         if arr[-1] != 0:
             raise ValueError(f"{name} must end at {unit} = 0, got {arr[-1]}")
         if not np.all(np.diff(arr) < 0):

@@ -14,6 +14,7 @@ from jax.scipy.special import logsumexp, ndtr
 from jax.typing import ArrayLike
 
 from .._checks import check_count, is_traced
+from ..processes import AbstractFlow
 
 __all__ = ["GaussianMixture", "ProcessScore"]
 
@@ -280,7 +281,8 @@ class GaussianMixture(eqx.Module):
         """The ideal denoiser D(x; sigma) = E[x0 | x0 + sigma eps = x], in closed form.
 
         ``D = sum_k r_k(x) [mu_k + v_k / (v_k + sigma^2) (x - mu_k)]``; at ``sigma = 0`` it is
-        the identity.
+        the identity, at ``sigma = inf`` (pure noise, ``x`` the unit-variance noise) the
+        mixture's mean, the exact limit.
 
         Arguments:
             x: noisy points, shape (..., d).
@@ -386,6 +388,21 @@ class GaussianMixture(eqx.Module):
         _check_process(process)
         return ProcessScore(self, process)
 
+    def process_velocity(self, process: Any):
+        """The exact velocity field of a flow path (`jaxdiff.RectifiedFlow`, `TrigFlow`,
+        `AffineFlow`): ``v(x, t) = E[alpha'(t) x_0 + beta'(t) eps | x_t = x]``, from the exact
+        denoiser; finite on all of ``[0, 1]`` including ``t = 1`` (pure noise).
+
+        Returns:
+            A pytree called as ``velocity(x, t)`` with x of shape (..., d) and a scalar t.
+        """
+        if not isinstance(process, AbstractFlow):
+            raise TypeError(
+                f"process must be a flow (jaxdiff.RectifiedFlow, TrigFlow or AffineFlow), "
+                f"got {type(process).__name__}"
+            )
+        return process.velocity_from_denoiser(self.denoiser)
+
     def process_log_prob(self, x: ArrayLike, t: ArrayLike, process: Any) -> jax.Array:
         """Log-density of the marginal of a forward process at time t.
 
@@ -486,11 +503,14 @@ def _score(gm: GaussianMixture, x: jax.Array, sigma: jax.Array) -> jax.Array:
 
 @jax.jit
 def _denoiser(gm: GaussianMixture, x: jax.Array, sigma: jax.Array) -> jax.Array:
-    log_joint, diff, total_var = _log_joint(gm, x, sigma)
+    # sigma = inf (pure noise, x the unit-variance noise): the limit is the data mean
+    infinite = jnp.isinf(sigma)
+    log_joint, diff, total_var = _log_joint(gm, x, jnp.where(infinite, 1, sigma))
     resp = jax.nn.softmax(log_joint, axis=-1)
     # mu_k + v_k / (v_k + sigma^2) (x - mu_k): accurate for large sigma, exactly x at sigma = 0.
     posterior_means = gm.means + (gm.variances / total_var) * diff
-    return jnp.sum(resp[..., None] * posterior_means, axis=-2)
+    d = jnp.sum(resp[..., None] * posterior_means, axis=-2)
+    return jnp.where(infinite[..., None], _mean(gm), d)
 
 
 @jax.jit

@@ -1,6 +1,7 @@
-r"""Model parametrizations: eps-, x0-, v-, score- and F-prediction networks as the universal
-sigma-space denoiser $D(x; \sigma) \approx E[x_0 \mid x_0 + \sigma\varepsilon = x]$; EDM's
-preconditioners; class-label binding and classifier-free guidance."""
+r"""Model parametrizations: eps-, x0-, v-, score-, flow-velocity- and F-prediction networks as
+the universal sigma-space denoiser
+$D(x; \sigma) \approx E[x_0 \mid x_0 + \sigma\varepsilon = x]$; EDM's preconditioners;
+class-label binding and classifier-free guidance."""
 
 from ._denoisers import (
     ClassifierFreeGuidance as ClassifierFreeGuidance,
@@ -11,6 +12,7 @@ from ._denoisers import (
     from_eps as from_eps,
     from_score as from_score,
     from_v as from_v,
+    from_velocity as from_velocity,
     from_x0 as from_x0,
 )
 
@@ -23,5 +25,6 @@ __all__ = [
     "from_eps",
     "from_score",
     "from_v",
+    "from_velocity",
     "from_x0",
 ]

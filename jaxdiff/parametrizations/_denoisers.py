@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 
 from .._checks import check_callable, check_instance, is_traced
-from ..processes import AbstractProcess, denoiser_from_score
+from ..processes import AbstractFlow, AbstractProcess, denoiser_from_score
+from ..processes._base import process_input
 from ..processes._vp import t_of_integrated_beta
 
 
@@ -39,9 +40,9 @@ class _Wrapped(eqx.Module):
     process: AbstractProcess
 
     def _inputs(self, y, sigma):
-        t = self.process.t_of_sigma(sigma)
-        s = self.process.scale(t)
-        return s * y, t, s
+        # at sigma = inf (pure noise, s = 0) y is the unit-variance noise: x_t = noise_std y
+        x_t, t = process_input(self.process, y, sigma)
+        return x_t, t, self.process.scale(t)
 
 
 class EpsDenoiser(_Wrapped):
@@ -65,7 +66,7 @@ class VDenoiser(_Wrapped):
 
     def __call__(self, y, sigma):
         x_t, t, s = self._inputs(y, sigma)
-        sigma_t = s * sigma
+        sigma_t = self.process.noise_std(t)
         return (s * x_t - sigma_t * self.model(x_t, t)) / (s**2 + sigma_t**2)
 
 
@@ -88,6 +89,25 @@ def from_v(model: Callable, process: AbstractProcess) -> VDenoiser:
     $x_0 = (\alpha_t x_t - \sigma_t v)/(\alpha_t^2 + \sigma_t^2)$ (the denominator is 1 for VP)."""
     _check(model, process)
     return VDenoiser(model, process)
+
+
+def from_velocity(velocity: Callable, process: AbstractFlow):
+    r"""Denoiser of a flow-matching velocity network `velocity(x_t, t) ~ E[v | x_t]` on an
+    affine path `x_t = alpha(t) x_0 + beta(t) eps` (a `jaxdiff.RectifiedFlow`, `TrigFlow` or
+    `AffineFlow`; t = 0 data, t = 1 noise):
+
+    $$D(y;\sigma) = \frac{\beta v - \dot\beta x_t}{\dot\alpha\beta - \alpha\dot\beta},
+      \qquad x_t = \alpha y,\ t = t(\sigma),$$
+
+    i.e. `D = x_t - t v` for the linear path (Liu et al. 2023; Lipman et al. 2023). The result
+    is a sigma-space denoiser for every sampler; at `sigma = inf` (t = 1, the start of a flow
+    grid) `y` is the unit-variance noise and `x_t = beta(1) y`, so `jaxdiff.sample` can start
+    from pure noise without offsets. For the opposite time convention (Meta's `flow_matching`,
+    t = 0 noise) pass `lambda x, t: -velocity(x, 1 - t)`.
+    """
+    check_callable("velocity", velocity, "velocity(x_t, t)")
+    check_instance("process", process, AbstractFlow, "a flow (jaxdiff.RectifiedFlow, ...)")
+    return process.denoiser_from_velocity(velocity)
 
 
 def from_score(model: Callable, process: AbstractProcess):

@@ -8,6 +8,12 @@ from ._base import (
 )
 from ._cosine import CosineVP as CosineVP
 from ._edm import EDM as EDM
+from ._flows import (
+    AbstractFlow as AbstractFlow,
+    AffineFlow as AffineFlow,
+    RectifiedFlow as RectifiedFlow,
+    TrigFlow as TrigFlow,
+)
 from ._subvp import SubVP as SubVP
 from ._ve import VE as VE
 from ._vp import VP as VP
@@ -16,9 +22,13 @@ __all__ = [
     "EDM",
     "VE",
     "VP",
+    "AbstractFlow",
     "AbstractProcess",
+    "AffineFlow",
     "CosineVP",
+    "RectifiedFlow",
     "SubVP",
+    "TrigFlow",
     "denoiser_from_score",
     "score_from_denoiser",
 ]

@@ -52,6 +52,11 @@ class AbstractProcess(eqx.Module):
         """`sigma(t)^2`."""
         return self.sigma(t) ** 2
 
+    def noise_std(self, t):
+        """`s(t) sigma(t)`: the standard deviation of the noise in `x_t` (finite where
+        `sigma = inf` for a process that reaches pure noise, e.g. a flow at t = 1)."""
+        return self.scale(t) * self.sigma(t)
+
     # -- coefficients of the forward SDE ------------------------------------------------------
     def drift_coef(self, t):
         """`f(t) = d/dt log s(t)`: the forward drift is `f(t) x`."""
@@ -116,7 +121,7 @@ class AbstractProcess(eqx.Module):
 
     def prior_std(self):
         """The standard deviation `s(t_max) sigma(t_max)` of the prior at `t_max`."""
-        return self.scale(self.t_max) * self.sigma(self.t_max)
+        return self.noise_std(jnp.asarray(self.t_max, dtype=jnp.result_type(float)))
 
     def prior_sample(self, key, shape, dtype=None):
         """Samples of the prior `N(0, (s sigma)^2 I)` at `t_max`."""
@@ -141,6 +146,16 @@ class AbstractProcess(eqx.Module):
     def denoiser_from_score(self, score: Callable) -> Callable:
         """The sigma-space denoiser `D(x, sigma)` of a process-time score `score(x, t)`."""
         return denoiser_from_score(score, self)
+
+
+def process_input(process: AbstractProcess, y, sigma):
+    """`(x_t, t)` for a sigma-space input `y` at `sigma`: `x_t = s(t) y`, or at `sigma = inf`
+    (where `s = 0`) `x_t = noise_std(t) y` for the unit-variance noise `y`."""
+    t = process.t_of_sigma(sigma)
+    infinite = jnp.isinf(sigma)
+    s = jnp.where(infinite, process.noise_std(t), process.scale(t))
+    return s * y, t
+
 
 
 class _ForwardDrift(eqx.Module):

@@ -2,6 +2,7 @@
 
 from ._analytic_dpm import AnalyticDPM as AnalyticDPM
 from ._base import AbstractSampler as AbstractSampler
+from ._core import num_evaluations as num_evaluations
 from ._ddim import DDIM as DDIM
 from ._ddpm import DDPM as DDPM
 from ._deis import DEIS as DEIS
@@ -47,4 +48,5 @@ __all__ = [
     "PredictorCorrector",
     "UniPC",
     "by_name",
+    "num_evaluations",
 ]

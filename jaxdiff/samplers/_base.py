@@ -30,6 +30,8 @@ class AbstractSampler(eqx.Module):
       denoiser output at `(x, sigmas[i])` (for callbacks and trajectories).
 
     `stochastic` says whether `step` uses its `key` (then `jaxdiff.sample` requires one).
+    A sampler never sees `sigma = inf`: a grid that starts there (pure noise) gets a
+    first-order first step from `jaxdiff.sample`, then the sampler runs on the rest.
     Options are fields: samplers are pytrees whose configuration is static.
     """
 

@@ -7,6 +7,8 @@ from typing import Any
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from .. import _fixed_grid as fixed_grid
 from .._checks import (
@@ -14,6 +16,7 @@ from .._checks import (
     check_grid,
     check_model,
     check_model_output,
+    is_traced,
     lookup,
 )
 from .._fixed_grid import check_run_options
@@ -43,8 +46,20 @@ def sample(
 
     - `denoiser`: `denoiser(x, sigma) -> E[x_0 | x]` with batched `x` and a scalar `sigma`
       (k-diffusion/EDM convention), or a pair `(fn, params)` called as `fn(params, x, sigma)`.
-    - `x`: the initial noise at `sigmas[0]`, e.g. `sigmas[0] * normal(key, shape)`.
-    - `sigmas`: decreasing, `n + 1` entries, the last 0 (see `jaxdiff.schedules`).
+    - `x`: the initial noise at `sigmas[0]`, e.g. `sigmas[0] * normal(key, shape)`; for a grid
+      that starts at `inf`, the unit-variance noise `normal(key, shape)`.
+    - `sigmas`: decreasing, `n + 1` entries, the last 0 (see `jaxdiff.schedules`). The first
+      entry may be `inf`: pure noise, where flow models (`jaxdiff.RectifiedFlow` at t = 1) and
+      zero-terminal-SNR models start. The denoiser is then called once at `sigma = inf` with
+      the unit-variance noise and the first step is the exact limit of a first-order step,
+      `x_1 = D(x, inf) + sigmas[1] x` (Euler's, DDIM's and DPM-Solver's first step); the
+      sampler runs from `sigmas[1]` on. For samplers whose own first step has a finite limit
+      that is first order (Euler, DDIM, the multistep samplers: their history starts afresh,
+      and the weight of a step from `inf` vanishes in their extrapolation), this is their own
+      limit; for two-stage samplers (Heun, DPM2, DPM-Solver++(2S), ...) and ancestral ones it
+      is a first-order first step in their place (Heun's trapezoid has no finite limit from
+      `inf`; given the exact denoiser, `D(x, inf)` is the data mean and the step is exact in
+      distribution). NFE: `1 + solver.nfe(n - 1)` (`jaxdiff.samplers.num_evaluations`).
     - `solver`: a sampler from `jaxdiff.samplers`, or its name (`jaxdiff.samplers.by_name`'s,
       e.g. `"dpmpp_2m"`); default `Heun()`.
     - `key`: PRNG key, required by stochastic samplers (`solver.stochastic`). A batch of keys,
@@ -61,16 +76,30 @@ def sample(
     trajectory)` (a named tuple: `x, trajectory = ...` unpacks it).
     """
     solver = resolve_sampler(solver)
-    sigmas = check_grid(sigmas, name="sigmas", unit="sigma")
+    sigmas = check_grid(sigmas, name="sigmas", unit="sigma", infinite_start=True)
     x = check_float_array("x", x)
     denoiser = check_model("denoiser", denoiser, "denoiser(x, sigma)")
     key = check_run_options(
         key, x, stochastic=solver.stochastic, who=type(solver).__name__, callback=callback
     )
+    # a grid traced by an outer jit is checked for inf on the device instead
+    start = "traced" if is_traced(sigmas) else bool(np.isinf(np.asarray(sigmas)[0]))
     x_out, trajectory = _sample(
-        denoiser, x, sigmas.astype(x.dtype), solver, key, bool(return_trajectory), callback
+        denoiser, x, sigmas.astype(x.dtype), solver, key, bool(return_trajectory), callback, start
     )
     return SampleResult(x_out, trajectory) if return_trajectory else x_out
+
+
+def num_evaluations(solver, sigmas) -> int:
+    """Denoiser evaluations of `jaxdiff.sample(denoiser, x, sigmas, solver=solver)`: the
+    sampler's `nfe(n)` for a grid of `n + 1` entries, or `1 + nfe(n - 1)` for a grid that
+    starts at `inf` (the first-order first step, then the sampler)."""
+    solver = resolve_sampler(solver)
+    sigmas = check_grid(sigmas, name="sigmas", unit="sigma", infinite_start=True)
+    n = sigmas.shape[0] - 1
+    if is_traced(sigmas) or not np.isinf(np.asarray(sigmas)[0]):
+        return solver.nfe(n)
+    return 1 + (solver.nfe(n - 1) if n > 1 else 0)
 
 
 def resolve_sampler(solver) -> AbstractSampler:
@@ -88,7 +117,7 @@ def check_denoiser(denoiser, x, sigma) -> None:
 
 
 @eqx.filter_jit
-def _sample(denoiser, x, sigmas, solver, key, return_trajectory, callback):
+def _sample(denoiser, x, sigmas, solver, key, return_trajectory, callback, start):
     # the shape/dtype check runs while tracing, once per compilation, not on every call
     # (an abstract trace of the network costs milliseconds of Python per call)
     check_denoiser(denoiser, x, sigmas[0])
@@ -96,6 +125,43 @@ def _sample(denoiser, x, sigmas, solver, key, return_trajectory, callback):
     def denoise(x_, sigma):
         return denoiser(x_, sigma.astype(x_.dtype))
 
+    if start == "traced":  # a grid traced by an outer jit: its first entry must be finite
+        x = eqx.error_if(
+            x,
+            jnp.isinf(sigmas[0]),
+            "sigmas starts at inf: pass a concrete grid (not traced by an outer jit) to start "
+            "from pure noise",
+        )
+    elif start:
+        return _from_noise(denoise, x, sigmas, solver, key, return_trajectory, callback)
+    return _run(denoise, x, sigmas, solver, key, return_trajectory, callback)
+
+
+def _from_noise(denoise, noise, sigmas, solver, key, return_trajectory, callback):
+    """A grid starting at `sigma = inf`: `noise` is the unit-variance noise, the first step is
+    the exact limit of a first-order step, `x_1 = D(noise, inf) + sigma_1 noise` (of Euler, of
+    DDIM and of every first-order multistep start), then `solver` runs on `sigmas[1:]`."""
+    denoised = denoise(noise, sigmas[0])
+    x_1 = denoised + sigmas[1] * noise
+    if callback is not None:
+        info = {"i": 0, "sigma": sigmas[0], "sigma_next": sigmas[1], "x": x_1}
+        jax.debug.callback(callback, {**info, "denoised": denoised}, ordered=True)
+    if sigmas.shape[0] == 2:  # [inf, 0]: one step, to the denoised noise
+        x_out, trajectory = x_1, jnp.stack([noise, x_1]) if return_trajectory else None
+        return x_out, trajectory
+    if callback is not None:
+        inner = callback
+
+        def callback(info):
+            inner({**info, "i": info["i"] + 1})
+
+    x_out, trajectory = _run(denoise, x_1, sigmas[1:], solver, key, return_trajectory, callback)
+    if return_trajectory:
+        trajectory = jnp.concatenate([noise[None], trajectory])
+    return x_out, trajectory
+
+
+def _run(denoise, x, sigmas, solver, key, return_trajectory, callback):
     def init(x_, key_):
         carry = solver.init(x_, sigmas) if key_ is None else solver.init_with_key(x_, sigmas, key_)
         return x_, carry
