@@ -30,6 +30,7 @@ from ._likelihood import (
     bits_per_dim as bits_per_dim,
     dequantize as dequantize,
     log_likelihood as log_likelihood,
+    log_likelihood_flow as log_likelihood_flow,
     log_likelihood_process as log_likelihood_process,
 )
 from ._parallel import (
@@ -93,6 +94,7 @@ __all__ = [
     "dequantize",
     "discrete",
     "log_likelihood",
+    "log_likelihood_flow",
     "log_likelihood_process",
     "metrics",
     "nn",

@@ -157,7 +157,6 @@ def process_input(process: AbstractProcess, y, sigma):
     return s * y, t
 
 
-
 class _ForwardDrift(eqx.Module):
     process: AbstractProcess
 

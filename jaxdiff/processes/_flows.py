@@ -31,7 +31,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._checks import check_callable, check_count, check_range, is_traced
+from .._checks import check_callable, check_count, check_number, check_range, is_traced
 from ..sde import SDE
 from ._base import AbstractProcess, _Diffusion, process_input
 
@@ -120,9 +120,7 @@ class AbstractFlow(AbstractProcess):
         v, _ = self._fields(score, velocity, need_score=False)
         return SDE(_FlowDrift(v, None, None), None)
 
-    def reverse(
-        self, score: Callable | None = None, *, velocity=None, diffusion=None
-    ) -> SDE:
+    def reverse(self, score: Callable | None = None, *, velocity=None, diffusion=None) -> SDE:
         r"""The reverse-time SDE with the flow's marginals and a free diffusion coefficient
         $w(t)$ (Ma et al. 2024, SiT, eq. 8; SiT's $w_t$ is $w(t)^2$ here):
 
@@ -140,13 +138,11 @@ class AbstractFlow(AbstractProcess):
             w = _Diffusion(self)
             return SDE(_FlowDrift(v, s, _GSquared(self)), w, additive=True)
         if not callable(diffusion):
-            value = jnp.asarray(diffusion)
-            if value.ndim or not jnp.issubdtype(value.dtype, jnp.number):
+            if isinstance(diffusion, str):
                 raise TypeError(f"diffusion must be a callable w(t) or a number, got {diffusion!r}")
-            diffusion = _Constant(value)
-        return SDE(
-            _FlowDrift(v, s, _Squared(diffusion)), _DiffusionOf(diffusion), additive=True
-        )
+            check_number("diffusion", diffusion)
+            diffusion = _Constant(jnp.asarray(diffusion))
+        return SDE(_FlowDrift(v, s, _Squared(diffusion)), _DiffusionOf(diffusion), additive=True)
 
     def _fields(self, score, velocity, *, need_score):
         if (score is None) == (velocity is None):
@@ -308,7 +304,9 @@ class VelocityFromDenoiser(eqx.Module):
         alpha, beta, d_alpha, d_beta = self.process.coefficients(t)
         y, sigma = _sigma_space(self.process, x, t)
         d = self.denoiser(y, sigma.astype(y.dtype))
-        return d_alpha * d + d_beta * (x - alpha * d) / beta
+        # E[eps | x_t]; at t = 0 (beta = 0) its limit is 0: x_t is the data, eps independent
+        eps = jnp.where(beta == 0, 0.0, (x - alpha * d) / _safe(beta))
+        return d_alpha * d + d_beta * eps
 
 
 class DenoiserFromVelocity(eqx.Module):
@@ -320,6 +318,11 @@ class DenoiserFromVelocity(eqx.Module):
         t = t.astype(jnp.result_type(y))
         alpha, beta, d_alpha, d_beta = self.process.coefficients(t)
         v = self.velocity(x_t, t)
+        if jnp.shape(v) != jnp.shape(x_t):  # checked while tracing
+            raise ValueError(
+                f"velocity(x_t, t) must return an array shaped like x_t {jnp.shape(x_t)}, got "
+                f"{jnp.shape(v)}"
+            )
         return (beta * v - d_beta * x_t) / (d_alpha * beta - alpha * d_beta)
 
 
