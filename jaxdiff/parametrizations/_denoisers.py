@@ -72,7 +72,9 @@ class VDenoiser(_Wrapped):
 
 def from_eps(model: Callable, process: AbstractProcess) -> EpsDenoiser:
     r"""Denoiser of a noise-prediction network `model(x_t, t) ~ eps` (DDPM, Ho et al. 2020):
-    $D(y;\sigma) = y - \sigma\,\hat\varepsilon(s y, t)$."""
+    $D(y;\sigma) = y - \sigma\,\hat\varepsilon(s y, t)$. It has no limit at `sigma = inf`
+    (at zero SNR the noise prediction says nothing about $x_0$): a grid that starts from pure
+    noise needs an x0-, v- or velocity-network (`from_x0`, `from_v`, `from_velocity`)."""
     _check(model, process)
     return EpsDenoiser(model, process)
 
