@@ -183,8 +183,7 @@ class AffineFlow(AbstractFlow):
         self.t_min = t_min
         self.t_max = t_max
 
-    def __check_init__(self):
-        super().__check_init__()
+    def __check_init__(self):  # (equinox runs AbstractFlow's check too)
         check_callable("alpha_fn", self.alpha_fn, "alpha(t)")
         check_callable("beta_fn", self.beta_fn, "beta(t)")
         check_count("iterations", self.iterations)
