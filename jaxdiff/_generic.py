@@ -15,6 +15,7 @@ from ._checks import (
     check_instance,
     check_key,
     check_tolerances,
+    is_traced,
     lookup,
 )
 from ._deprecation import process_after_state
@@ -31,6 +32,13 @@ def _check(score, x_T, process, fn):
     )
     check_callable("score", score, "score(x, t)")
     check_instance("process", process, AbstractProcess, "a jaxdiff process")
+    if not is_traced(process.t_max) and not np.isfinite(float(process.sigma(process.t_max))):
+        raise ValueError(
+            f"process.t_max = {process.t_max} is pure noise (sigma = inf), where a score is "
+            f"singular: pass a process with a smaller t_max (e.g. "
+            f"{type(process).__name__}(t_max=0.999)), or sample a flow model with jd.sample "
+            f"from sigma = inf (jd.parametrizations.from_velocity)"
+        )
     return check_float_array("x_T", x_T), process
 
 

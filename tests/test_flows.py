@@ -286,5 +286,11 @@ def test_bad_flows():
         jd.RectifiedFlow().probability_flow()
     with pytest.raises(TypeError, match="diffusion must be a callable"):
         jd.RectifiedFlow().reverse(velocity=lambda x, t: x, diffusion="big")
+    gm, rf = mixture(), jd.RectifiedFlow()
+    with pytest.raises(ValueError, match=r"process.t_max = 1.0 is pure noise"):
+        jd.sample_ode(gm.process_score(rf), jnp.ones((2, 2)), rf)
+    short = jd.RectifiedFlow(t_min=1e-3, t_max=0.999)
+    x = jd.sample_ode(gm.process_score(short), jnp.ones((2, 2)), short, steps=4).x
+    assert bool(jnp.all(jnp.isfinite(x)))
     with pytest.raises(TypeError, match="flow must be a flow"):
         jd.log_likelihood_flow(lambda x, t: x, jnp.ones((2, 2)), jd.VE())
