@@ -42,8 +42,9 @@ def test_discovery_finds_every_schedule():
     expected |= {"iddpm", "kl_optimal", "ays"}
     assert expected <= set(NAMES)
     assert set(NAMES) == set(S.SCHEDULES)
-    # the public names: the schedules, their list, and optimize with its result
-    assert set(S.__all__) == {*S.SCHEDULES, "SCHEDULES", "optimize", "OptimizedSchedule"}
+    # the public names: the schedules, their list, optimize with its result, the flow grids
+    flows = {*S.FLOW_SCHEDULES, "FLOW_SCHEDULES", "flux", "flux_mu", "flow_times", "flow_sigmas"}
+    assert set(S.__all__) == {*S.SCHEDULES, "SCHEDULES", "optimize", "OptimizedSchedule", *flows}
 
 
 # -- the contract -----------------------------------------------------------------------------

@@ -28,9 +28,25 @@ checks (`0 < sigma_min < sigma_max`) then run only for concrete values.
 these names). `optimize` is not a schedule itself: it tunes a grid for a sampler by gradient
 descent through the compiled sampler (`OptimizedSchedule` is its result).
 
-The layout: `_closed_form.py` (the closed-form grids), `_tables.py` (`ays`, `tuned` and their
-data), `_optimize.py` (`optimize`), `_grid.py` (what they share); the discrete iDDPM chain
-behind `iddpm` is `jaxdiff.discrete`'s.
+Flow models (`jaxdiff.RectifiedFlow`: t = 0 data, t = 1 noise) step in flow time `t`; their
+grids hold the levels `sigma = t / (1 - t)` (`t = sigma / (1 + sigma)`) in the same convention,
+starting at `inf` (pure noise, t = 1). Every time shift of flow models rescales sigma. With
+`sigma_i = (n - i) / i`, the levels of `t_i = 1 - i / n`:
+
+| function | levels | source |
+|---|---|---|
+| `flow(n, shift)` | `shift sigma_i` (`t' = shift t / (1 + (shift - 1) t)`) | SD3 (Esser 2024) |
+| `flux(n, mu)` | `e^mu sigma_i` (exponential), `mu sigma_i` (linear) | Flux; diffusers |
+| `diffusers_flow_match` | what `FlowMatchEulerDiscreteScheduler` steps over | diffusers |
+
+`flux_mu(seq_len)` is Flux's resolution-dependent `mu`; `flow_times(sigmas)` and
+`flow_sigmas(ts)` convert between the two variables; `terminal=` stretches a flow grid to a
+given last positive time (diffusers' `shift_terminal`). `FLOW_SCHEDULES` names the flow grids
+that need only `n` (`f(n, *, ..., dtype=None)`).
+
+The layout: `_closed_form.py` (the closed-form grids), `_flow.py` (the flow grids),
+`_tables.py` (`ays`, `tuned` and their data), `_optimize.py` (`optimize`), `_grid.py` (what
+they share); the discrete iDDPM chain behind `iddpm` is `jaxdiff.discrete`'s.
 """
 
 from ._closed_form import (
@@ -42,6 +58,15 @@ from ._closed_form import (
     logsnr_uniform as logsnr_uniform,
     polyexponential as polyexponential,
     vp as vp,
+)
+from ._flow import (
+    FLOW_SCHEDULES as FLOW_SCHEDULES,
+    diffusers_flow_match as diffusers_flow_match,
+    flow as flow,
+    flow_sigmas as flow_sigmas,
+    flow_times as flow_times,
+    flux as flux,
+    flux_mu as flux_mu,
 )
 from ._optimize import OptimizedSchedule as OptimizedSchedule, optimize as optimize
 from ._tables import ays as ays, tuned as tuned
@@ -60,4 +85,15 @@ SCHEDULES: tuple[str, ...] = (
     "vp",
 )
 
-__all__ = [*SCHEDULES, "SCHEDULES", "OptimizedSchedule", "optimize"]
+__all__ = [
+    *SCHEDULES,
+    "SCHEDULES",
+    "OptimizedSchedule",
+    "optimize",
+    *FLOW_SCHEDULES,
+    "FLOW_SCHEDULES",
+    "flux",
+    "flux_mu",
+    "flow_times",
+    "flow_sigmas",
+]
