@@ -92,6 +92,10 @@ def test_conversions_between_velocity_denoiser_and_score(name, x64):
         y = x / f.scale(t)
         denoiser = jd.parametrizations.from_velocity(velocity, f)
         np.testing.assert_allclose(denoiser(y, sigma), gm.denoiser(y, sigma), rtol=1e-10)
+    # one time per sample (as the losses call models) is each sample at its own time
+    ts = jnp.array([0.0, 0.3, 0.6, 0.9, 1.0])
+    one_by_one = jnp.concatenate([velocity(x[i : i + 1], ts[i]) for i in range(5)])
+    np.testing.assert_allclose(velocity(x, ts), one_by_one, rtol=1e-13, atol=1e-13)
     # at t = 1 the score is -x / beta^2 whatever the data: finite from the velocity
     t = jnp.asarray(1.0)
     np.testing.assert_allclose(f.score_from_velocity(velocity)(x, t), -x, rtol=1e-12)

@@ -25,9 +25,11 @@ NAME = "sample"
 HELP = "sample a trained run with any sampler (k-diffusion's names) to a PNG or .npy"
 DESCRIPTION = """\
 Load the EMA weights of the last checkpoint of a 'jaxdiff train' run and sample with one
-of jaxdiff's samplers on a Karras grid (sigma 80 -> 0.002 -> 0). --out FILE.png writes a
-grid of images, or for 2-D data a scatter over the training data's density; --out FILE.npy
-saves the samples (and FILE.labels.npy the classes of a conditional model).
+of jaxdiff's samplers: a score model (--objective edm) on a Karras grid (sigma 80 -> 0.002
+-> 0), a flow model (--objective flow) on the flow grid from pure noise (uniform in flow
+time t = 1 -> 0, Stable Diffusion 3's --shift), or either on any --schedule. --out FILE.png
+writes a grid of images, or for 2-D data a scatter over the training data's density; --out
+FILE.npy saves the samples (and FILE.labels.npy the classes of a conditional model).
 
 samplers (k-diffusion's spelling): euler, euler_ancestral, heun, dpm_2, dpm_2_ancestral,
 lms, dpmpp_2s_ancestral, dpmpp_sde, dpmpp_2m, dpmpp_2m_sde, dpmpp_3m, dpmpp_3m_sde,
@@ -35,6 +37,7 @@ edm (EDM's stochastic sampler), ddim, ddpm, ipndm, deis, unipc, pc
 
 examples:
   jaxdiff sample --ckpt runs/moons --solver dpmpp_2m --steps 20 --num 4000 --out moons.png
+  jaxdiff sample --ckpt runs/ot --solver euler --steps 4 --num 4000 --out ot.png
   jaxdiff sample --ckpt runs/digits --solver heun --steps 18 --num 100 --class 3 \\
       --guidance 2 --out threes.png
 """
@@ -68,12 +71,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="FILE.png|FILE.npy")
     parser.add_argument(
         "--schedule",
-        default="karras",
+        default=None,
         metavar="NAME",
-        help="a jaxdiff.schedules function (default: %(default)s)",
+        help="a jaxdiff.schedules function (default: karras for a score model, flow for a "
+        "flow model)",
     )
     parser.add_argument("--sigma-min", type=positive_float, default=0.002)
     parser.add_argument("--sigma-max", type=positive_float, default=80.0)
+    parser.add_argument(
+        "--shift",
+        type=positive_float,
+        default=None,
+        metavar="S",
+        help="the time shift of a flow grid, sigma -> S sigma (SD3 uses 3; default: 1)",
+    )
     parser.add_argument(
         "--class",
         dest="klass",
@@ -112,16 +123,29 @@ def run(args: argparse.Namespace) -> int:
         return fail(NAME, problem)
     if not args.sigma_min < args.sigma_max:
         return fail(NAME, f"--sigma-min {args.sigma_min} must be < --sigma-max {args.sigma_max}")
-    if args.schedule not in schedules.SCHEDULES:
+    known = (*schedules.SCHEDULES, *schedules.FLOW_SCHEDULES)
+    if args.schedule is not None and args.schedule not in known:
         return fail(
             NAME,
-            f"--schedule: unknown schedule {args.schedule!r}; expected one of: "
-            f"{', '.join(schedules.SCHEDULES)}",
+            f"--schedule: unknown schedule {args.schedule!r}; expected one of: {', '.join(known)}",
         )
     try:
         network, config = jt.load_model(args.ckpt, lambda c: build_network(c["network"], seed=0))
+        flow_model = jt.objective_of(config) == "flow"
     except ValueError as err:  # CheckpointError, RecipeError
         return fail(NAME, f"--ckpt: {err}")
+    schedule = args.schedule or ("flow" if flow_model else "karras")
+    flow_grid = schedule in schedules.FLOW_SCHEDULES
+    if flow_grid and not flow_model:
+        return fail(
+            NAME,
+            f"--schedule {schedule} starts from pure noise (sigma = inf): it needs a flow "
+            "model (train --objective flow)",
+        )
+    if args.shift is not None and not flow_grid:
+        return fail(
+            NAME, f"--shift applies to the flow grids ({', '.join(schedules.FLOW_SCHEDULES)})"
+        )
     num_classes = config["network"].get("num_classes", 0)
     labels = None
     if num_classes:
@@ -136,7 +160,10 @@ def run(args: argparse.Namespace) -> int:
         return fail(NAME, "--class and --guidance need a conditional model (train --conditional)")
 
     solver = by_name(args.solver)
-    sigmas = getattr(schedules, args.schedule)(args.steps, args.sigma_min, args.sigma_max)
+    if flow_grid:
+        sigmas = getattr(schedules, schedule)(args.steps, shift=args.shift or 1.0)
+    else:
+        sigmas = getattr(schedules, schedule)(args.steps, args.sigma_min, args.sigma_max)
     start = time.perf_counter()
     x = draw_samples(
         network,

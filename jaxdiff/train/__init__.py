@@ -1,5 +1,6 @@
-"""Training: offline datasets, the optax train step with EMA, orbax checkpoints, the fit loop,
-and the model recipes that rebuild a ``jaxdiff train`` / ``bridge-train`` run's model."""
+"""Training: offline datasets, the losses (EDM, DSM, DDPM, flow matching with minibatch OT
+couplings), the optax train step with EMA, orbax checkpoints, the fit loop, and the model
+recipes that rebuild a ``jaxdiff train`` / ``bridge-train`` run's model."""
 
 from ._checkpoint import (
     Checkpointer as Checkpointer,
@@ -8,6 +9,7 @@ from ._checkpoint import (
     read_config as read_config,
     restore as restore,
 )
+from ._coupling import OT_COUPLINGS as OT_COUPLINGS, ot_pairing as ot_pairing
 from ._data import (
     DATASETS as DATASETS,
     TOYS as TOYS,
@@ -22,10 +24,12 @@ from ._data import (
 from ._ema import ema_decay_at as ema_decay_at, ema_update as ema_update
 from ._fit import FitResult as FitResult, fit as fit, load_model as load_model
 from ._losses import (
+    TIME_SAMPLINGS as TIME_SAMPLINGS,
     cosine_betas as cosine_betas,
     ddpm_loss as ddpm_loss,
     dsm_loss as dsm_loss,
     edm_loss as edm_loss,
+    flow_matching_loss as flow_matching_loss,
     linear_betas as linear_betas,
 )
 from ._optim import adamw as adamw, learning_rate as learning_rate
@@ -36,6 +40,10 @@ from ._pairs import (
     pair_dataset as pair_dataset,
 )
 from ._recipe import (
+    FLOW_COUPLINGS as FLOW_COUPLINGS,
+    FLOWS as FLOWS,
+    OBJECTIVES as OBJECTIVES,
+    FlowVelocity as FlowVelocity,
     RecipeError as RecipeError,
     bridge_precond as bridge_precond,
     build_bridge as build_bridge,
@@ -44,8 +52,13 @@ from ._recipe import (
     data_sigma as data_sigma,
     draw_samples as draw_samples,
     edm_loss_fn as edm_loss_fn,
+    flow_config as flow_config,
+    flow_loss_fn as flow_loss_fn,
+    flow_of as flow_of,
     network_config as network_config,
+    objective_of as objective_of,
     sampling_denoiser as sampling_denoiser,
+    training_loss_fn as training_loss_fn,
 )
 from ._step import (
     TrainState as TrainState,
@@ -58,12 +71,18 @@ from ._step import (
 __all__ = [
     "COUPLINGS",
     "DATASETS",
+    "FLOWS",
+    "FLOW_COUPLINGS",
+    "OBJECTIVES",
+    "OT_COUPLINGS",
     "PAIRINGS",
+    "TIME_SAMPLINGS",
     "TOYS",
     "CheckpointError",
     "Checkpointer",
     "Dataset",
     "FitResult",
+    "FlowVelocity",
     "RecipeError",
     "TrainState",
     "TrainStep",
@@ -86,6 +105,10 @@ __all__ = [
     "ema_decay_at",
     "ema_update",
     "fit",
+    "flow_config",
+    "flow_loss_fn",
+    "flow_matching_loss",
+    "flow_of",
     "init_state",
     "latest_step",
     "learning_rate",
@@ -95,10 +118,13 @@ __all__ = [
     "load_npy",
     "make_train_step",
     "network_config",
+    "objective_of",
+    "ot_pairing",
     "pair_dataset",
     "read_config",
     "restore",
     "sampling_denoiser",
     "split",
     "toy",
+    "training_loss_fn",
 ]

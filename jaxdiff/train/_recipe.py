@@ -5,10 +5,19 @@ A run directory holds orbax checkpoints and a JSON config (stored with every che
 which the network is rebuilt: the dataset, its shape and ``sigma_data``, the architecture and
 its options, and the training settings.
 
-- Score models (``jaxdiff train``): the denoiser is always EDM-preconditioned
-  (`jaxdiff.parametrizations.EDMPrecond`) and trained with the EDM loss. Rebuild a run with
-  ``load_model(run, lambda c: build_network(c["network"]))``, then `sampling_denoiser` or
-  `draw_samples`.
+- Score models (``jaxdiff train``), by the config's ``"objective"``:
+
+  * ``"edm"`` (the default, and every config without an objective): the network is an
+    EDM-preconditioned denoiser (`jaxdiff.parametrizations.EDMPrecond`) trained with the EDM
+    loss;
+  * ``"flow"``: the network is a velocity field on a flow path (`FlowVelocity`: rectified or
+    trigonometric, the config's ``"flow"`` entry) trained with the flow-matching loss
+    (optionally logit-normal times and a minibatch OT coupling); its denoiser comes from
+    `jaxdiff.parametrizations.from_velocity`, so every sampler serves it.
+
+  Both use the same MLP / U-Net backbones and label dropout for classifier-free guidance.
+  Rebuild a run with ``load_model(run, lambda c: build_network(c["network"]))``, then
+  `sampling_denoiser` or `draw_samples` (they read the objective).
 - Diffusion bridges (``jaxdiff bridge-train``): a `jaxdiff.bridges.BridgePrecond` over a
   `jaxdiff.nn.ConcatConditioned` network, trained with DDBM's bridge loss. Rebuild a run with
   ``load_model(run, lambda c: build_bridge_network(c["network"]))``, then `bridge_precond`.
@@ -16,24 +25,38 @@ its options, and the training settings.
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from .. import bridges, nn as jnn
-from .._checks import check_count, check_key
-from ..parametrizations._denoisers import ClassifierFreeGuidance, Conditional, EDMPrecond
+from .._checks import check_choice, check_count, check_key, check_number, check_positive
+from ..parametrizations._denoisers import (
+    ClassifierFreeGuidance,
+    Conditional,
+    EDMPrecond,
+    from_velocity,
+)
+from ..processes import AbstractFlow, RectifiedFlow, TrigFlow
 from ..samplers._core import sample
-from ._losses import edm_loss
+from ._coupling import OT_COUPLINGS
+from ._losses import TIME_SAMPLINGS, edm_loss, flow_matching_loss
 from ._pairs import degrade_digits, pair_dataset
 
 __all__ = [
     "BRIDGES",
     "CONFIG_VERSION",
+    "FLOWS",
+    "FLOW_COUPLINGS",
     "HELD_OUT_STREAM",
+    "OBJECTIVES",
+    "FlowVelocity",
     "RecipeError",
     "bridge_config",
     "bridge_loss_fn",
@@ -47,10 +70,16 @@ __all__ = [
     "denoiser",
     "draw_samples",
     "edm_loss_fn",
+    "flow_config",
+    "flow_loss_fn",
+    "flow_of",
     "held_out_pairs",
     "network_config",
+    "objective_of",
     "pair_moments",
     "sampling_denoiser",
+    "training_loss_fn",
+    "velocity",
 ]
 
 #: The version of the run configs written by this recipe.
@@ -59,6 +88,12 @@ CONFIG_VERSION = 1
 BRIDGES = ("ve", "vp")
 #: ``jax.random.fold_in(key(seed), HELD_OUT_STREAM)`` draws a bridge run's held-out pairs.
 HELD_OUT_STREAM = 1
+#: The training objectives of a score-model run: EDM's denoiser loss or flow matching.
+OBJECTIVES = ("edm", "flow")
+#: The paths of a flow run: rectified (linear) or trigonometric.
+FLOWS = ("rectified", "trig")
+#: The couplings of a flow run's data and noise: independent, or a minibatch OT plan.
+FLOW_COUPLINGS = ("none", *OT_COUPLINGS)
 
 
 class RecipeError(ValueError):
@@ -115,8 +150,102 @@ def build_network(network: dict[str, Any], *, seed: int = 0) -> nnx.Module:
     raise RecipeError(f"unknown architecture {arch!r} in the run's config")
 
 
-def denoiser(network: nnx.Module, config: dict[str, Any]) -> EDMPrecond:
-    """The EDM-preconditioned denoiser D(x, sigma, labels=...) of a raw network."""
+def objective_of(config: dict[str, Any]) -> str:
+    """The training objective of a run's config: ``"edm"`` (also for configs written before
+    flows existed) or ``"flow"``."""
+    objective = config.get("objective", "edm")
+    if objective not in OBJECTIVES:
+        raise RecipeError(f"unknown objective {objective!r} in the run's config")
+    return objective
+
+
+def flow_config(
+    path: str = "rectified",
+    *,
+    time_sampling: str = "uniform",
+    logit_mean: float = 0.0,
+    logit_std: float = 1.0,
+    coupling: str = "none",
+) -> dict[str, Any]:
+    """The stored description of a flow run: the path (`FLOWS`), the training times
+    (`flow_matching_loss`'s `time_sampling`, `logit_mean`, `logit_std`) and the coupling of
+    data and noise (`FLOW_COUPLINGS`)."""
+    check_choice("path", path, FLOWS)
+    check_choice("time_sampling", time_sampling, TIME_SAMPLINGS)
+    check_choice("coupling", coupling, FLOW_COUPLINGS)
+    check_number("logit_mean", logit_mean)
+    check_positive("logit_std", logit_std)
+    return {
+        "path": path,
+        "time_sampling": time_sampling,
+        "logit_mean": float(logit_mean),
+        "logit_std": float(logit_std),
+        "coupling": coupling,
+    }
+
+
+def flow_of(config: dict[str, Any]) -> AbstractFlow:
+    """The `jaxdiff` flow (`RectifiedFlow` or `TrigFlow`) of a flow run's config."""
+    path = (config.get("flow") or {}).get("path")
+    if path == "rectified":
+        return RectifiedFlow()
+    if path == "trig":
+        return TrigFlow()
+    raise RecipeError(f"unknown flow path {path!r} in the run's config")
+
+
+class FlowVelocity(eqx.Module):
+    r"""The velocity field `v(x_t, t, labels=None)` of a raw network `F` on a flow path
+    $x_t = \alpha x_0 + \beta\varepsilon$, with its input and output scaled to unit variance
+    for data of standard deviation $\sigma_d$ (EDM's principle, Karras et al. 2022, applied to
+    the velocity):
+
+    $$v(x_t, t) = c_{out}(t)\,F(c_{in}(t)\,x_t,\ t),\quad
+    c_{in} = (\alpha^2\sigma_d^2 + \beta^2)^{-1/2},\quad
+    c_{out} = (\dot\alpha^2\sigma_d^2 + \dot\beta^2)^{1/2},$$
+
+    the standard deviations of $x_t$ and of the target $\dot\alpha x_0 + \dot\beta\varepsilon$
+    per element. `t` is a scalar or one time per sample; `labels` reach `F` as in `EDMPrecond`.
+    """
+
+    raw: Any
+    flow: AbstractFlow
+    sigma_data: float = 1.0
+
+    def __call__(self, x_t, t, labels=None):
+        t = jnp.asarray(t, jnp.result_type(x_t))
+        alpha, beta, d_alpha, d_beta = self.flow.coefficients(t)
+        sd2 = self.sigma_data**2
+        c_in = jax.lax.rsqrt(alpha**2 * sd2 + beta**2)
+        c_out = jnp.sqrt(d_alpha**2 * sd2 + d_beta**2)
+        if t.ndim:
+            per_sample = t.shape + (1,) * (jnp.ndim(x_t) - 1)
+            c_in, c_out = c_in.reshape(per_sample), c_out.reshape(per_sample)
+        kwargs = {} if labels is None else {"labels": labels}
+        return (c_out * self.raw(c_in * x_t, t, **kwargs)).astype(x_t.dtype)
+
+
+def velocity(network: nnx.Module, config: dict[str, Any]) -> FlowVelocity:
+    """The velocity field v(x_t, t, labels=...) of a flow run's raw network."""
+    return FlowVelocity(network, flow_of(config), float(config["sigma_data"]))
+
+
+class _VelocityDenoiser(eqx.Module):
+    """`D(x, sigma, labels=None)` of a `FlowVelocity` (`from_velocity` with the labels bound),
+    the form `Conditional` and `ClassifierFreeGuidance` take."""
+
+    velocity: FlowVelocity
+
+    def __call__(self, x, sigma, labels=None):
+        v = self.velocity if labels is None else functools.partial(self.velocity, labels=labels)
+        return from_velocity(v, self.velocity.flow)(x, sigma)
+
+
+def denoiser(network: nnx.Module, config: dict[str, Any]):
+    """The denoiser D(x, sigma, labels=...) of a run's raw network: EDM-preconditioned, or
+    from the velocity of a flow run."""
+    if objective_of(config) == "flow":
+        return _VelocityDenoiser(velocity(network, config))
     return EDMPrecond(raw=network, sigma_data=float(config["sigma_data"]))
 
 
@@ -126,7 +255,7 @@ def sampling_denoiser(network, config, *, labels=None, guidance=None):
     d = denoiser(network, config)
     if labels is None:
         if config["network"].get("num_classes", 0) > 0:
-            return Conditional(d, None)
+            return Conditional(d, -1)  # the null class: unconditional
         return d
     labels = jnp.asarray(labels, jnp.int32)
     if guidance is None or guidance == 1.0:
@@ -140,24 +269,60 @@ def data_sigma(x: np.ndarray) -> float:
     return float(np.std(np.asarray(x, dtype=np.float64)))
 
 
+def _training_labels(config: dict[str, Any], batch, key):
+    """`(key, labels)`: the labels a run's loss sees, with label dropout for classifier-free
+    guidance (each label replaced by the null class `-1` with probability
+    ``config["label_dropout"]``, drawn from a key split off `key`); `None` for an
+    unconditional run."""
+    if config["network"].get("num_classes", 0) <= 0:
+        return key, None
+    key, drop_key = jax.random.split(key)
+    labels = batch["labels"]
+    drop = jax.random.bernoulli(drop_key, float(config["label_dropout"]), labels.shape)
+    return key, jnp.where(drop, -1, labels)
+
+
 def edm_loss_fn(config: dict[str, Any]):
     """`loss_fn(network, batch, key)` for `jaxdiff.train.fit`: the EDM loss of the
     preconditioned denoiser, with label dropout for classifier-free guidance."""
     sigma_data = float(config["sigma_data"])
-    conditional = config["network"].get("num_classes", 0) > 0
-    p_drop = float(config["label_dropout"])
 
     def loss_fn(network, batch, key):
+        key, labels = _training_labels(config, batch, key)
         d = denoiser(network, config)
-        labels = None
-        if conditional:
-            key, drop_key = jax.random.split(key)
-            labels = batch["labels"]
-            drop = jax.random.bernoulli(drop_key, p_drop, labels.shape)
-            labels = jnp.where(drop, -1, labels)
         return edm_loss(d, batch["x"], key=key, labels=labels, sigma_data=sigma_data)
 
     return loss_fn
+
+
+def flow_loss_fn(config: dict[str, Any]):
+    """`loss_fn(network, batch, key)` for `jaxdiff.train.fit`: the flow-matching loss of a
+    flow run's velocity (`FlowVelocity`) with the run's times and coupling, and label dropout
+    for classifier-free guidance as in `edm_loss_fn`."""
+    options = config["flow"]
+    coupling = None if options["coupling"] == "none" else options["coupling"]
+
+    def loss_fn(network, batch, key):
+        key, labels = _training_labels(config, batch, key)
+        return flow_matching_loss(
+            velocity(network, config),
+            batch["x"],
+            flow_of(config),
+            key=key,
+            time_sampling=options["time_sampling"],
+            logit_mean=options["logit_mean"],
+            logit_std=options["logit_std"],
+            coupling=coupling,
+            labels=labels,
+        )
+
+    return loss_fn
+
+
+def training_loss_fn(config: dict[str, Any]):
+    """The `loss_fn(network, batch, key)` of a run's objective: `edm_loss_fn` or
+    `flow_loss_fn`."""
+    return flow_loss_fn(config) if objective_of(config) == "flow" else edm_loss_fn(config)
 
 
 def draw_samples(
@@ -168,17 +333,21 @@ def draw_samples(
     Drawn in chunks of `batch` (one compiled program for every chunk) with `solver` (a
     `jaxdiff.samplers` sampler or its name) over the decreasing grid `sigmas`; `labels` (one
     class per sample) and `guidance` condition a class-conditional model (see
-    `sampling_denoiser`). Each chunk's noise comes from `key` folded with its offset.
+    `sampling_denoiser`). Each chunk's noise comes from `key` folded with its offset; it is
+    scaled by ``sigmas[0]``, or is the unit-variance noise when the grid starts at ``inf`` (a
+    flow's pure noise).
     """
     num = check_count("num", num)
     batch = check_count("batch", batch)
     check_key(key)
     shape = tuple(config["shape"])
     chunk = min(batch, num)
+    sigma_max = float(sigmas[0])
+    noise_scale = 1.0 if math.isinf(sigma_max) else sigma_max
     outputs = []
     for start in range(0, num, chunk):
         k_noise, k_solver = jax.random.split(jax.random.fold_in(key, start))
-        x = sigmas[0] * jax.random.normal(k_noise, (chunk, *shape), jnp.float32)
+        x = noise_scale * jax.random.normal(k_noise, (chunk, *shape), jnp.float32)
         chunk_labels = None
         if labels is not None:
             chunk_labels = np.resize(labels[start : start + chunk], chunk)
