@@ -69,6 +69,7 @@ EXPECTED = [
     "10_likelihood_pf_ode.py",
     "11_analytic_dpm.py",
     "12_diffusion_bridges.py",
+    "13_flow_matching.py",
 ]
 
 
