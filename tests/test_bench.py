@@ -73,6 +73,8 @@ def test_bad_input():
         (["--problems", "moon"], "unknown problem 'moon'"),
         (["--samplers", "eular"], "unknown samplers 'eular'"),
         (["--nfe", "0"], "argument --nfe"),
+        (["--process", "vp"], "argument --process"),
+        (["--schedules", "flow"], "no schedule for the EDM problems"),
         (["--ckpt", "/nonexistent/run"], "--ckpt"),
     ],
 )

@@ -44,6 +44,7 @@ def test_discovery_finds_every_schedule():
     assert set(NAMES) == set(S.SCHEDULES)
     # the public names: the schedules, their list, optimize with its result, the flow grids
     flows = {*S.FLOW_SCHEDULES, "FLOW_SCHEDULES", "flux", "flux_mu", "flow_times", "flow_sigmas"}
+    flows.add("tuned_flow")
     assert set(S.__all__) == {*S.SCHEDULES, "SCHEDULES", "optimize", "OptimizedSchedule", *flows}
 
 

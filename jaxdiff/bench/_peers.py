@@ -1,4 +1,6 @@
-"""Peers run on the same problems: k-diffusion's samplers and raw diffrax solvers.
+"""Peers run on the same problems: k-diffusion's samplers and raw diffrax solvers (on EDM's
+sigma-space problems), and diffusers' `FlowMatchEulerDiscreteScheduler` (on flow problems),
+plus the tight adaptive solve of a flow ODE that flow problems are scored against.
 
 k-diffusion's package `__init__` imports heavy optional dependencies (torchvision, kornia,
 clean-fid, wandb ...), so `load_kdiffusion` loads `k_diffusion/sampling.py` alone, with a tiny
@@ -15,6 +17,7 @@ from collections.abc import Callable
 
 import diffrax as dfx
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -119,6 +122,83 @@ def run_kdiffusion(name, denoiser, x: np.ndarray, sigmas: np.ndarray, *, seed: i
     with torch.no_grad():
         out = getattr(kd, fn)(torch_bridge(denoiser), xt, sig, disable=True, **kwargs, **extra)
     return out.numpy()
+
+
+# -- flows -----------------------------------------------------------------------------------
+
+
+@eqx.filter_jit
+def _flow_euler(velocity, x, ts):
+    def step(x, i):
+        t, t_next = ts[i], ts[i + 1]
+        return x + (t_next - t) * velocity(x, t), None
+
+    x, _ = jax.lax.scan(step, x, jnp.arange(ts.shape[0] - 1))
+    return x
+
+
+def run_flow_euler(velocity, noise, ts):
+    """Euler in flow time on the flow ODE, `x_{i+1} = x_i + (t_{i+1} - t_i) v(x_i, t_i)`, from
+    `x = noise` at `ts[0] = 1` (pure noise, `beta(1) = 1`) down the decreasing times `ts` to
+    0: the update of diffusers' `FlowMatchEulerDiscreteScheduler.step` (and of every
+    flow-matching Euler sampler), one velocity call per step."""
+    ts = jnp.asarray(ts, noise.dtype)
+    return _flow_euler(velocity, noise, ts)
+
+
+def diffusers_times(n: int, shift: float) -> np.ndarray:
+    """The `n + 1` flow times (1 down to 0) that diffusers' `FlowMatchEulerDiscreteScheduler(
+    shift=shift).set_timesteps(n)` steps over: the scheduler's `sigmas`, i.e.
+    `jaxdiff.schedules.flow_times(jaxdiff.schedules.diffusers_flow_match(n, shift=shift))`."""
+    from ..schedules import diffusers_flow_match, flow_times
+
+    grid = diffusers_flow_match(n, shift=shift, dtype=jnp.float64)
+    return np.asarray(flow_times(grid), np.float64)
+
+
+def run_diffusers(velocity, noise: np.ndarray, n: int, shift: float) -> np.ndarray:
+    """diffusers' own `FlowMatchEulerDiscreteScheduler(shift=shift)` for `n` steps from
+    `noise`, its model the JAX `velocity(x_t, t)` called at the scheduler's times (`t =
+    timestep / 1000`, read from its `sigmas`). The scheduler steps in float32. Raises
+    ImportError without diffusers (or torch)."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=float(shift))
+    scheduler.set_timesteps(int(n))
+    dtype = noise.dtype
+    x = torch.from_numpy(np.array(noise))
+    call = eqx.filter_jit(lambda v, x_, t: v(x_, t))
+    for i, timestep in enumerate(scheduler.timesteps):
+        t = float(scheduler.sigmas[i])
+        v = call(velocity, jnp.asarray(x.numpy(), dtype), jnp.asarray(t, dtype))
+        v = torch.from_numpy(np.array(v)).to(x.dtype)
+        x = scheduler.step(v, timestep, x, return_dict=False)[0]
+    return x.numpy().astype(dtype)
+
+
+@eqx.filter_jit
+def _flow_reference(velocity, noise, tol):
+    sol = dfx.diffeqsolve(
+        dfx.ODETerm(lambda t, x, args: velocity(x, t)),
+        dfx.Dopri8(),
+        t0=jnp.asarray(1.0, noise.dtype),
+        t1=jnp.asarray(0.0, noise.dtype),
+        dt0=jnp.asarray(-1e-3, noise.dtype),
+        y0=noise,
+        stepsize_controller=dfx.PIDController(rtol=tol, atol=tol),
+        saveat=dfx.SaveAt(t1=True),
+        max_steps=65536,
+    )
+    return sol.ys[-1], sol.stats["num_steps"]
+
+
+def flow_reference(velocity, noise, *, tol: float = 1e-11):
+    """The endpoint at t = 0 of the flow ODE `dx/dt = velocity(x, t)` from `x = noise` at
+    t = 1: diffrax's adaptive Dopri8 (8th order) with relative and absolute tolerance `tol`.
+    Returns `(x_0, number of steps)`."""
+    x, steps = _flow_reference(velocity, noise, jnp.asarray(tol, noise.dtype))  # one compile
+    return x, int(steps)
 
 
 def diffrax_stages(name: str) -> tuple[int, int]:

@@ -1,4 +1,5 @@
-"""The benchmark's problems: exact Gaussian-mixture oracles, and a trained run's model."""
+"""The benchmark's problems: exact Gaussian-mixture oracles (on EDM's sigma-space
+probability-flow ODE, or as the exact velocity of a flow path), and a trained run's model."""
 
 from __future__ import annotations
 
@@ -10,8 +11,15 @@ from typing import Any
 import jax.numpy as jnp
 
 from .. import analytic
+from ..parametrizations import from_velocity
+from ..processes import RectifiedFlow, TrigFlow
 
-__all__ = ["PROBLEMS", "Problem", "checkpoint_problem", "problem"]
+__all__ = ["FLOWS", "PROBLEMS", "PROCESSES", "Problem", "checkpoint_problem", "problem"]
+
+#: flow process name -> its class: the model is then the mixture's exact velocity on that path
+FLOWS: dict[str, type] = {"rectified_flow": RectifiedFlow, "trig_flow": TrigFlow}
+#: the processes a problem can be posed on: `"edm"` (sigma-space, from sigma = 80) or a flow
+PROCESSES: tuple[str, ...] = ("edm", *FLOWS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +33,12 @@ class Problem:
     - `num_samples`: samples per solve.
     - `mixture`: the `GaussianMixture` when the problem is exact (true samples and
       log-densities), else `None` (then the distribution reference is a tight solve).
+    - `flow`: `None` for EDM's sigma-space problem (noise `80 N(0, I)` at sigma = 80), or a
+      flow process (`jaxdiff.RectifiedFlow`, `TrigFlow`): then `velocity(x_t, t)` is the
+      model (the mixture's exact velocity on that path), `denoiser` is
+      `jaxdiff.parametrizations.from_velocity(velocity, flow)`, the samplers' grids start at
+      `sigma = inf` from unit-variance noise, and the reference is a tight adaptive solve of
+      the flow ODE `dx/dt = v(x, t)` from t = 1 to t = 0.
     """
 
     name: str
@@ -34,6 +48,15 @@ class Problem:
     dtype: Any
     num_samples: int
     mixture: Any = None
+    flow: Any = None
+    velocity: Callable | None = None
+
+    @property
+    def process(self) -> str:
+        """The process's name: `"edm"` or a key of `FLOWS`."""
+        if self.flow is None:
+            return "edm"
+        return next(k for k, cls in FLOWS.items() if type(self.flow) is cls)
 
     @property
     def dim(self) -> int:
@@ -82,16 +105,33 @@ PROBLEMS: dict[str, tuple[str, Callable, int]] = {
 }
 
 
-def problem(name: str, *, num_samples: int | None = None) -> Problem:
-    """The exact problem called `name` (one of `PROBLEMS`). Call inside
-    `jax.enable_x64(True)`: its mixture is float64."""
+def problem(name: str, *, num_samples: int | None = None, process: str = "edm") -> Problem:
+    """The exact problem called `name` (one of `PROBLEMS`) on `process` (one of
+    `PROCESSES`: `"edm"`, the sigma-space probability-flow ODE with the mixture's exact
+    denoiser; `"rectified_flow"` or `"trig_flow"`, the flow ODE of that path with the
+    mixture's exact velocity, turned into a denoiser by `from_velocity`; such a problem is
+    named `"NAME/PROCESS"`). Call inside `jax.enable_x64(True)`: its mixture is float64."""
     if name not in PROBLEMS:
         raise ValueError(f"unknown problem {name!r}; expected one of: {', '.join(PROBLEMS)}")
+    if process not in PROCESSES:
+        raise ValueError(f"unknown process {process!r}; expected one of: {', '.join(PROCESSES)}")
     label, make, default = PROBLEMS[name]
     n = default if num_samples is None else int(num_samples)
     if n < 2:
         raise ValueError(f"num_samples must be >= 2, got {num_samples!r}")
-    return _mixture(name, label, make, n)
+    prob = _mixture(name, label, make, n)
+    if process == "edm":
+        return prob
+    flow = FLOWS[process]()
+    velocity = prob.mixture.process_velocity(flow)
+    return dataclasses.replace(
+        prob,
+        name=f"{name}/{process}",
+        label=f"{label}, {process.replace('_', ' ')} (exact velocity)",
+        denoiser=from_velocity(velocity, flow),
+        flow=flow,
+        velocity=velocity,
+    )
 
 
 def checkpoint_problem(ckpt_dir: str | os.PathLike, *, num_samples: int = 256) -> Problem:

@@ -27,7 +27,7 @@ __all__ = [
     "write_results",
 ]
 
-LIBRARIES = ("jaxdiff", "k-diffusion", "diffrax")
+LIBRARIES = ("jaxdiff", "k-diffusion", "diffrax", "diffusers")
 _INT = ("dim", "samples", "nfe_budget", "steps", "nfe")
 _FLOAT = ("sigma_first", "error", "sliced_w2", "loglik", "wall_s", "compile_s")
 
@@ -52,7 +52,8 @@ def environment() -> str:
         f"device: {jax.devices()[0].platform.upper()}, {platform.machine()}, "
         f"{os.cpu_count()} cores, load average {load:.1f}; jax {jax.__version__}, "
         f"jaxdiff {ver('jaxdiff')}, diffrax {ver('diffrax')}, torch {ver('torch')}, "
-        f"k-diffusion {ver('k-diffusion')}, python {platform.python_version()}; {now}"
+        f"k-diffusion {ver('k-diffusion')}, diffusers {ver('diffusers')}, "
+        f"python {platform.python_version()}; {now}"
     )
 
 
@@ -183,7 +184,12 @@ def plot(rows: Sequence[dict[str, Any]], path, *, schedule: str | None = None) -
     pnames = list(dict.fromkeys(r["problem"] for r in rows))
     names = list(dict.fromkeys(r["sampler"] for r in rows))
     colours = {s: plt.cm.tab20(i % 20) for i, s in enumerate(names)}
-    styles = {"jaxdiff": ("-", "."), "k-diffusion": ("--", "x"), "diffrax": (":", "s")}
+    styles = {
+        "jaxdiff": ("-", "."),
+        "k-diffusion": ("--", "x"),
+        "diffrax": (":", "s"),
+        "diffusers": ("-.", "^"),
+    }
     fig, axes = plt.subplots(1, len(pnames), figsize=(6 * len(pnames), 5), squeeze=False)
     for ax, pname in zip(axes[0], pnames, strict=True):
         for lib, (style, marker) in styles.items():

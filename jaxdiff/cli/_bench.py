@@ -26,11 +26,21 @@ DIR/error_vs_nfe.png (log-log, one line per sampler; one PNG per schedule).
 problems: ring, grid (2-D), mixture16, mixture64, ill_conditioned; --ckpt DIR adds the
 trained model of a 'jaxdiff train' run (reference: a tight solve of the same model).
 
+--process rectified_flow (or trig_flow) poses the same problems as flows: the model is the
+mixture's exact velocity on that path (turned into a denoiser by from_velocity), every grid
+starts at sigma = inf (t = 1) from unit-variance noise, and the reference is the exact flow
+ODE's endpoint from the same noise (adaptive Dopri8, tolerance 1e-11). Flow grids: flow,
+flow_shift3 (SD3's shift), diffusers_flow_match(_shift3), tuned_flow (tuned for ipndm from
+pure noise); a sigma-space schedule (karras, ...) runs after a step from inf to sigma 20.
+The peer is diffusers' FlowMatchEulerDiscreteScheduler on its own grid (shift 1 and 3).
+--process edm (the default) is the sigma-space problem from sigma = 80.
+
 examples:
   jaxdiff bench --quick --out bench-quick
   jaxdiff bench --problems ring mixture64 --samplers euler heun dpmpp_2m unipc \\
       --schedules karras tuned --nfe 10 20 40 80 --out bench
   jaxdiff bench --ckpt runs/moons --problems ring --nfe 10 20 40 --no-peers --out bench-moons
+  jaxdiff bench --process rectified_flow --quick --out bench-flow
 """
 
 DEFAULT_PROBLEMS = ["ring", "grid", "mixture16", "mixture64", "ill_conditioned"]
@@ -47,6 +57,7 @@ DEFAULT_SAMPLERS = [
     "dpmpp_2m_sde",
 ]
 DEFAULT_SCHEDULES = ["karras", "exponential", "tuned"]
+DEFAULT_FLOW_SCHEDULES = ["flow", "flow_shift3", "diffusers_flow_match", "tuned_flow", "karras"]
 DEFAULT_NFE = [10, 20, 40, 80]
 QUICK = dict(
     problems=["ring", "mixture16"],
@@ -57,10 +68,11 @@ QUICK = dict(
     ref_steps=100,
     diffrax=["tsit5"],
 )
+QUICK_FLOW_SAMPLERS = ["euler", "heun", "dpmpp_2m", "ipndm", "euler_ancestral"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..bench import DIFFRAX_SOLVERS, PROBLEMS
+    from ..bench import DIFFRAX_SOLVERS, PROBLEMS, PROCESSES
 
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
     parser.add_argument(
@@ -81,6 +93,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--quick", action="store_true", help="smoke run (2 problems, 4 samplers, NFE 10 20)"
+    )
+    parser.add_argument(
+        "--process",
+        choices=PROCESSES,
+        default="edm",
+        help="pose the exact problems on EDM's sigma-space PF-ODE from sigma 80 (edm, the "
+        "default) or as a flow with the exact velocity, from pure noise",
     )
     parser.add_argument("--ckpt", metavar="DIR", default=None, help="add a trained run's model")
     parser.add_argument("--no-peers", action="store_true", help="skip k-diffusion and diffrax")
@@ -111,10 +130,14 @@ def run(args: argparse.Namespace) -> int:
     from .. import bench as jb
     from ..train import CheckpointError
 
-    quick = QUICK if args.quick else {}
+    quick = dict(QUICK) if args.quick else {}
+    flow = args.process != "edm"
+    if flow and args.quick:
+        quick.update(samplers=QUICK_FLOW_SAMPLERS, schedules=["flow", "tuned_flow"])
     problems = args.problems or quick.get("problems", DEFAULT_PROBLEMS)
     samplers = args.samplers or quick.get("samplers", DEFAULT_SAMPLERS)
-    schedules = args.schedules or quick.get("schedules", DEFAULT_SCHEDULES)
+    default_schedules = DEFAULT_FLOW_SCHEDULES if flow else DEFAULT_SCHEDULES
+    schedules = args.schedules or quick.get("schedules", default_schedules)
     nfes = args.nfe or quick.get("nfe", DEFAULT_NFE)
     samples = args.samples or quick.get("samples")
     ref_steps = args.ref_steps or quick.get("ref_steps", 500)
@@ -126,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         with jax.enable_x64(True):
-            probs = [jb.problem(p, num_samples=samples) for p in problems]
+            probs = [jb.problem(p, num_samples=samples, process=args.process) for p in problems]
         if args.ckpt is not None:
             probs.append(jb.checkpoint_problem(args.ckpt, num_samples=samples or 256))
         bar = tqdm(total=1, unit="solve", desc="jaxdiff bench", file=sys.stderr)

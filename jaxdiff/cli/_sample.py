@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         return fail(NAME, problem)
     if not args.sigma_min < args.sigma_max:
         return fail(NAME, f"--sigma-min {args.sigma_min} must be < --sigma-max {args.sigma_max}")
-    known = (*schedules.SCHEDULES, *schedules.FLOW_SCHEDULES)
+    known = (*schedules.SCHEDULES, *schedules.FLOW_SCHEDULES, "tuned_flow")
     if args.schedule is not None and args.schedule not in known:
         return fail(
             NAME,
@@ -135,14 +135,14 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:  # CheckpointError, RecipeError
         return fail(NAME, f"--ckpt: {err}")
     schedule = args.schedule or ("flow" if flow_model else "karras")
-    flow_grid = schedule in schedules.FLOW_SCHEDULES
+    flow_grid = schedule in (*schedules.FLOW_SCHEDULES, "tuned_flow")
     if flow_grid and not flow_model:
         return fail(
             NAME,
             f"--schedule {schedule} starts from pure noise (sigma = inf): it needs a flow "
             "model (train --objective flow)",
         )
-    if args.shift is not None and not flow_grid:
+    if args.shift is not None and schedule not in schedules.FLOW_SCHEDULES:
         return fail(
             NAME, f"--shift applies to the flow grids ({', '.join(schedules.FLOW_SCHEDULES)})"
         )
@@ -160,7 +160,9 @@ def run(args: argparse.Namespace) -> int:
         return fail(NAME, "--class and --guidance need a conditional model (train --conditional)")
 
     solver = by_name(args.solver)
-    if flow_grid:
+    if schedule == "tuned_flow":
+        sigmas = schedules.tuned_flow(args.steps)
+    elif flow_grid:
         sigmas = getattr(schedules, schedule)(args.steps, shift=args.shift or 1.0)
     else:
         sigmas = getattr(schedules, schedule)(args.steps, args.sigma_min, args.sigma_max)

@@ -38,11 +38,13 @@ starting at `inf` (pure noise, t = 1). Every time shift of flow models rescales 
 | `flow(n, shift)` | `shift sigma_i` (`t' = shift t / (1 + (shift - 1) t)`) | SD3 (Esser 2024) |
 | `flux(n, mu)` | `e^mu sigma_i` (exponential), `mu sigma_i` (linear) | Flux; diffusers |
 | `diffusers_flow_match` | what `FlowMatchEulerDiscreteScheduler` steps over | diffusers |
+| `tuned_flow` | from `inf`, tuned for `IPNDM` on many mixtures | `tune_schedule.py --from-noise` |
 
 `flux_mu(seq_len)` is Flux's resolution-dependent `mu`; `flow_times(sigmas)` and
 `flow_sigmas(ts)` convert between the two variables; `terminal=` stretches a flow grid to a
 given last positive time (diffusers' `shift_terminal`). `FLOW_SCHEDULES` names the flow grids
-that need only `n` (`f(n, *, ..., dtype=None)`).
+that need only `n` and take a `shift` (`f(n, shift, *, ..., dtype=None)`); `tuned_flow(n)` has
+no shift.
 
 The layout: `_closed_form.py` (the closed-form grids), `_flow.py` (the flow grids),
 `_tables.py` (`ays`, `tuned` and their data), `_optimize.py` (`optimize`), `_grid.py` (what
@@ -69,7 +71,7 @@ from ._flow import (
     flux_mu as flux_mu,
 )
 from ._optimize import OptimizedSchedule as OptimizedSchedule, optimize as optimize
-from ._tables import ays as ays, tuned as tuned
+from ._tables import ays as ays, tuned as tuned, tuned_flow as tuned_flow
 
 #: The names of the schedule functions, each `f(n, sigma_min, sigma_max, ..., dtype=None)`.
 SCHEDULES: tuple[str, ...] = (
@@ -96,4 +98,5 @@ __all__ = [
     "flux_mu",
     "flow_times",
     "flow_sigmas",
+    "tuned_flow",
 ]
