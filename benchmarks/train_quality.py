@@ -19,6 +19,13 @@ samples at confidence >= 0.9, every class present.
     python benchmarks/train_quality.py --out FILE.md                    # toys and digits
     python benchmarks/train_quality.py --toys moons --no-digits         # one toy
     python benchmarks/train_quality.py --no-toys --digits-steps 3000    # digits only
+    python benchmarks/train_quality.py --objective flow --coupling exact  # flow matching
+
+With `--objective flow` (issue 12) the models are flow-matching velocity networks
+(`--coupling none | exact | sinkhorn`), sampled from pure noise on `jd.schedules.flow(n)`:
+Euler at 4 and 10 steps (the flow models' own sampler) and DPM-Solver++(2M) at 10 and 20 steps
+for the toys; DPM-Solver++(2M), 20 steps, for the digits. Target (issue 12): ratio <= 2 on the
+toys at NFE 10.
 """
 
 from __future__ import annotations
@@ -36,6 +43,17 @@ import numpy as np
 from jaxdiff.train import TOYS
 
 SAMPLERS = (("heun", 18), ("dpmpp_2m", 20), ("dpmpp_2m_sde", 40))
+FLOW_SAMPLERS = (("euler", 4), ("euler", 10), ("dpmpp_2m", 10), ("dpmpp_2m", 20))
+
+
+def _objective_args(objective, coupling):
+    return [] if objective == "edm" else ["--objective", "flow", "--coupling", coupling]
+
+
+def _grid(objective, n):
+    import jaxdiff as jd
+
+    return jd.schedules.flow(n) if objective == "flow" else jd.schedules.karras(n, 0.002, 80.0)
 
 
 def _train(argv):
@@ -48,32 +66,30 @@ def _train(argv):
     return time.perf_counter() - start
 
 
-def toy_rows(toy, steps, num, seed, workdir):
+def toy_rows(toy, steps, num, seed, workdir, objective="edm", coupling="none"):
     import jax
 
     import jaxdiff as jd
     from jaxdiff.train import build_network, draw_samples
 
     run = Path(workdir) / toy
-    seconds = _train(["--data", toy, "--steps", str(steps), "--out", str(run), "--seed", str(seed)])
+    argv = ["--data", toy, "--steps", str(steps), "--out", str(run), "--seed", str(seed)]
+    seconds = _train(argv + _objective_args(objective, coupling))
     network, config = jd.train.load_model(run, lambda c: build_network(c["network"]))
     held = np.asarray(jd.train.load_dataset(toy, key=jax.random.key(10_000 + seed), n=2 * num).x)
     held_a, held_b = held[:num], held[num:]
     sw_key = jax.random.key(1)
     floor = float(jd.metrics.sliced_wasserstein(held_b, held_a, key=sw_key))
     rows = []
-    for name, n in SAMPLERS:
+    for name, n in FLOW_SAMPLERS if objective == "flow" else SAMPLERS:
         solver = jd.samplers.by_name(name)
+        sigmas = _grid(objective, n)
         x = draw_samples(
-            network,
-            config,
-            solver=solver,
-            sigmas=jd.schedules.karras(n, 0.002, 80.0),
-            num=num,
-            key=jax.random.key(seed + 1),
+            network, config, solver=solver, sigmas=sigmas, num=num, key=jax.random.key(seed + 1)
         )
         sw = float(jd.metrics.sliced_wasserstein(x, held_a, key=sw_key))
-        rows.append((toy, steps, seconds, name, solver.nfe(n), sw, floor, sw / floor))
+        nfe = jd.samplers.num_evaluations(solver, sigmas)
+        rows.append((toy, steps, seconds, name, nfe, sw, floor, sw / floor))
     return rows
 
 
@@ -104,7 +120,9 @@ def _digit_stats(proba, asked=None):
     return stats
 
 
-def digit_rows(steps, width, num, guidance, seed, workdir, out_png):
+def digit_rows(
+    steps, width, num, guidance, seed, workdir, out_png, objective="edm", coupling="none"
+):
     import jax
 
     import jaxdiff as jd
@@ -125,13 +143,14 @@ def digit_rows(steps, width, num, guidance, seed, workdir, out_png):
             str(run),
             "--seed",
             str(seed),
+            *_objective_args(objective, coupling),
         ]
     )
     network, config = jd.train.load_model(run, lambda c: build_network(c["network"]))
     clf, real_proba, real_y = _classifier()
     rows = [("real digits (out-of-fold)", "-", _digit_stats(real_proba, real_y))]
     solver = jd.samplers.by_name("dpmpp_2m")
-    sigmas = jd.schedules.karras(20, 0.002, 80.0)
+    sigmas = _grid(objective, 20)
     asked = np.arange(num, dtype=np.int32) % 10
     for scale in (0.0, 1.0, guidance):
         x = draw_samples(
@@ -172,6 +191,8 @@ def main(argv=None):
     parser.add_argument("--digits-num", type=int, default=1000)
     parser.add_argument("--guidance", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--objective", choices=("edm", "flow"), default="edm")
+    parser.add_argument("--coupling", choices=("none", "exact", "sinkhorn"), default="none")
     parser.add_argument("--png", default=None, help="write a grid of digit samples here")
     parser.add_argument("--out", default=None, help="write the Markdown tables here")
     args = parser.parse_args(argv)
@@ -193,7 +214,10 @@ def main(argv=None):
                 "|---|--:|--:|---|--:|--:|--:|--:|",
             ]
             for toy in args.toys:
-                for r in toy_rows(toy, args.toy_steps, args.num, args.seed, workdir):
+                rows = toy_rows(
+                    toy, args.toy_steps, args.num, args.seed, workdir, args.objective, args.coupling
+                )
+                for r in rows:
                     lines.append(
                         f"| {r[0]} | {r[1]} | {r[2]:.0f} | {r[3]} | {r[4]} | "
                         f"{r[5]:.4f} | {r[6]:.4f} | {r[7]:.2f} |"
@@ -209,9 +233,12 @@ def main(argv=None):
                 args.seed,
                 workdir,
                 args.png,
+                args.objective,
+                args.coupling,
             )
             lines += [
-                f"digits: U-Net width {args.digits_width}, {args.digits_steps} steps "
+                f"digits ({args.objective}): U-Net width {args.digits_width}, "
+                f"{args.digits_steps} steps "
                 f"in {seconds:.0f} s; {args.digits_num} samples",
                 "",
                 "| set | sampler | confidence >= 0.9 | classes present (confident) "
