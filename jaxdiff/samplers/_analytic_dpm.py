@@ -53,6 +53,11 @@ class AnalyticDPM(AbstractSampler):
 
     Not in `SAMPLERS` (nor `by_name`): it cannot be built without its `gammas`. Also
     `jaxdiff.analytic_dpm.AnalyticDPM`, with the rest of Analytic-DPM.
+
+    From a grid that starts at `sigma = inf` (pure noise) `jaxdiff.sample` takes the
+    deterministic first step `x_1 = D(x, inf) + sigma_1 x` (the limit of its step without
+    the fresh noise; equal in distribution given the exact denoiser, whose `D(x, inf)` is
+    the data mean), then runs it from `sigma_1`.
     """
 
     gammas: jax.Array = eqx.field(converter=jnp.asarray)

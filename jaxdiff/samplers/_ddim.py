@@ -23,6 +23,11 @@ class DDIM(AbstractSampler):
     Euler's method, and `eta = 1` is DDPM's ancestral sampler with the posterior variance).
     Works for every process through the sigma-space denoiser. Order 1; 1 denoiser evaluation
     per step. Stochastic when `eta > 0`.
+
+    From a grid that starts at `sigma = inf` (pure noise) `jaxdiff.sample` takes the
+    deterministic first step `x_1 = D(x, inf) + sigma_1 x` (the limit of its step without
+    the fresh noise; equal in distribution given the exact denoiser, whose `D(x, inf)` is
+    the data mean), then runs it from `sigma_1`.
     """
 
     # static: eta > 0 decides whether the sampler is stochastic (needs a key), a structural choice

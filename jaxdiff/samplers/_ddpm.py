@@ -26,6 +26,11 @@ class DDPM(AbstractSampler):
     `DDIM(eta=1)`) or $\beta$ (`variance="beta"`), divided by $\bar\alpha'$ in sigma-space.
     The last step (to sigma = 0) returns the mean, $D$. Order 1 (weak); 1 denoiser
     evaluation per step.
+
+    From a grid that starts at `sigma = inf` (pure noise) `jaxdiff.sample` takes the
+    deterministic first step `x_1 = D(x, inf) + sigma_1 x` (the limit of its step without
+    the fresh noise; equal in distribution given the exact denoiser, whose `D(x, inf)` is
+    the data mean), then runs it from `sigma_1`.
     """
 
     variance: str = eqx.field(default="posterior", static=True)

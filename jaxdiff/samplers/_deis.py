@@ -24,6 +24,9 @@ class DEIS(AbstractSlopeMultistep):
     orders 1, 2, ... (warm start, no extra evaluations). The last step, to sigma = 0, is an
     Euler step (`x -> D(x; sigma)`), as in DPM-Solver++ and UniPC. 1 denoiser evaluation per
     step (NFE = steps).
+
+    From a grid that starts at `sigma = inf` (pure noise) `jaxdiff.sample` takes the exact
+    limit of its first step, `x_1 = D(x, inf) + sigma_1 x`, then runs it from `sigma_1`.
     """
 
     order: int = eqx.field(default=3, static=True)

@@ -17,6 +17,10 @@ class DPM2(AbstractSampler):
     "Elucidating the Design Space of Diffusion-Based Generative Models"; k-diffusion's
     `sample_dpm_2` (no churn). The last step, to sigma = 0, is an Euler step (`x -> D`).
     Order 2; 2 denoiser evaluations per step, 1 on the last (NFE = 2 steps - 1).
+
+    From a grid that starts at `sigma = inf` (pure noise) this sampler's own first step has no
+    finite limit: `jaxdiff.sample` takes a first-order first step in its place
+    (`x_1 = D(x, inf) + sigma_1 x`), then runs it from `sigma_1`.
     """
 
     def nfe(self, num_steps: int) -> int:

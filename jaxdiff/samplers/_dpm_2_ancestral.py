@@ -20,6 +20,10 @@ class DPM2Ancestral(AbstractAncestral):
     **Options:** `eta` scales the noise (`0`: k-diffusion's `sample_dpm_2`), `s_noise`
     multiplies the fresh noise. Where `eta` is so large that `sigma_down = 0` before the last
     step, the step is an Euler step to 0 followed by the noise (k-diffusion then adds none).
+
+    From a grid that starts at `sigma = inf` (pure noise) this sampler's own first step has no
+    finite limit: `jaxdiff.sample` takes a first-order first step in its place
+    (`x_1 = D(x, inf) + sigma_1 x`), then runs it from `sigma_1`.
     """
 
     def nfe(self, num_steps: int) -> int:

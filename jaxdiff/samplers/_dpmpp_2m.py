@@ -25,6 +25,9 @@ class DPMpp2M(AbstractSampler):
     steps: first order at the last step, at most second order at the one before). For 2M on a
     grid ending at 0 both already hold, so the option changes nothing here; it is kept for
     symmetry with `DPMpp3M`. Both settings equal k-diffusion.
+
+    From a grid that starts at `sigma = inf` (pure noise) `jaxdiff.sample` takes the exact
+    limit of its first step, `x_1 = D(x, inf) + sigma_1 x`, then runs it from `sigma_1`.
     """
 
     lower_order_final: bool = eqx.field(default=True, static=True)

@@ -39,6 +39,11 @@ class DPMpp2MSDE(AbstractSampler):
     `diffrax.VirtualBrownianTree` per call over `[sigma_min, sigma_max]` of the grid (as
     k-diffusion's `BrownianTreeNoiseSampler`), so that refined grids with the same key
     converge to one solution.
+
+    From a grid that starts at `sigma = inf` (pure noise) `jaxdiff.sample` takes the
+    deterministic first step `x_1 = D(x, inf) + sigma_1 x` (the limit of its step without
+    the fresh noise; equal in distribution given the exact denoiser, whose `D(x, inf)` is
+    the data mean), then runs it from `sigma_1`.
     """
 
     eta: float = 1.0

@@ -20,6 +20,10 @@ class DPMpp2SAncestral(AbstractAncestral):
 
     **Options:** `eta` scales the noise (`0`: deterministic DPM-Solver++(2S)), `s_noise`
     multiplies the fresh noise.
+
+    From a grid that starts at `sigma = inf` (pure noise) this sampler's own first step has no
+    finite limit: `jaxdiff.sample` takes a first-order first step in its place
+    (`x_1 = D(x, inf) + sigma_1 x`), then runs it from `sigma_1`.
     """
 
     def nfe(self, num_steps: int) -> int:

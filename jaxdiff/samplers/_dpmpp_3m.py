@@ -43,6 +43,9 @@ class DPMpp3M(AbstractSampler):
     `exact_third_order=True` uses $-2\varphi_3$ and is third order (exact for $D$ quadratic in
     $t$) once the first-order warm-up step is small enough (an $O(h^2)$ first step; with equal
     steps the warm-up alone limits any multistep method started at first order to order 2).
+
+    From a grid that starts at `sigma = inf` (pure noise) `jaxdiff.sample` takes the exact
+    limit of its first step, `x_1 = D(x, inf) + sigma_1 x`, then runs it from `sigma_1`.
     """
 
     lower_order_final: bool = eqx.field(default=True, static=True)

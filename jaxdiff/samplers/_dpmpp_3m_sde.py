@@ -25,6 +25,11 @@ class DPMpp3MSDE(AbstractSampler):
 
     **Options:** `eta`, `s_noise` (multiplies the noise); `noise="step"` or `"tree"` as in
     `DPMpp2MSDE`.
+
+    From a grid that starts at `sigma = inf` (pure noise) `jaxdiff.sample` takes the
+    deterministic first step `x_1 = D(x, inf) + sigma_1 x` (the limit of its step without
+    the fresh noise; equal in distribution given the exact denoiser, whose `D(x, inf)` is
+    the data mean), then runs it from `sigma_1`.
     """
 
     eta: float = 1.0

@@ -31,6 +31,10 @@ class DPMppSDE(AbstractSampler):
     the step's key; `noise="tree"` takes them from one `diffrax.VirtualBrownianTree` per call
     over `[sigma_min, sigma_max]` of the grid, so that refined grids with the same key
     converge to one solution (at the cost of a tree search per noise draw).
+
+    From a grid that starts at `sigma = inf` (pure noise) this sampler's own first step has no
+    finite limit: `jaxdiff.sample` takes a first-order first step in its place
+    (`x_1 = D(x, inf) + sigma_1 x`), then runs it from `sigma_1`.
     """
 
     eta: float = 1.0

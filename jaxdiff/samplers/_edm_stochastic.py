@@ -33,6 +33,10 @@ class EDMStochastic(AbstractSampler):
     defaults are right at EDM's 256 steps; for fewer steps take a smaller `s_churn` (below
     about 100 steps `gamma` is capped at `sqrt(2) - 1` for any `s_churn >= 40`) or `Heun`.
     `s_churn=0` is `Heun`.
+
+    From a grid that starts at `sigma = inf` (pure noise) this sampler's own first step has no
+    finite limit: `jaxdiff.sample` takes a first-order first step in its place
+    (`x_1 = D(x, inf) + sigma_1 x`), then runs it from `sigma_1`.
     """
 
     s_churn: float = 40.0

@@ -11,6 +11,9 @@ class Euler(AbstractSampler):
     Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative Models",
     Alg. 1 without the corrector; k-diffusion's `sample_euler` (no churn). Order 1;
     1 denoiser evaluation per step (NFE = steps).
+
+    From a grid that starts at `sigma = inf` (pure noise) `jaxdiff.sample` takes the exact
+    limit of its first step, `x_1 = D(x, inf) + sigma_1 x`, then runs it from `sigma_1`.
     """
 
     def nfe(self, num_steps: int) -> int:

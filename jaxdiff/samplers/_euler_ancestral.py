@@ -19,6 +19,11 @@ class EulerAncestral(AbstractAncestral):
 
     **Options:** `eta` scales the noise (`0`: Euler's method on the ODE, `1`: DDPM-like);
     `s_noise` multiplies the fresh noise.
+
+    From a grid that starts at `sigma = inf` (pure noise) `jaxdiff.sample` takes the
+    deterministic first step `x_1 = D(x, inf) + sigma_1 x` (the limit of its step without
+    the fresh noise; equal in distribution given the exact denoiser, whose `D(x, inf)` is
+    the data mean), then runs it from `sigma_1`.
     """
 
     def nfe(self, num_steps: int) -> int:

@@ -24,6 +24,10 @@ class Heun(AbstractSampler):
     Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative Models",
     Alg. 1; k-diffusion's `sample_heun` (no churn). Order 2; 2 denoiser evaluations per step,
     1 on the last step to sigma = 0 (NFE = 2 steps - 1).
+
+    From a grid that starts at `sigma = inf` (pure noise) this sampler's own first step has no
+    finite limit: `jaxdiff.sample` takes a first-order first step in its place
+    (`x_1 = D(x, inf) + sigma_1 x`), then runs it from `sigma_1`.
     """
 
     def nfe(self, num_steps: int) -> int:

@@ -35,6 +35,9 @@ class IPNDM(AbstractSlopeMultistep):
     **Fields:** `order` (1 to 4, default 4): the highest Adams–Bashforth order. The fixed
     coefficients are exact for equal steps in sigma; on the uneven grids used in practice
     the method is still consistent, and is accurate per NFE (Zhang & Chen 2023, Table 2).
+
+    From a grid that starts at `sigma = inf` (pure noise) `jaxdiff.sample` takes the exact
+    limit of its first step, `x_1 = D(x, inf) + sigma_1 x`, then runs it from `sigma_1`.
     """
 
     order: int = eqx.field(default=4, static=True)

@@ -47,6 +47,9 @@ class LMS(AbstractSampler):
     first steps are O(h^2) shows the full order. The last step, to sigma = 0, extrapolates the
     slopes over the whole last interval (as k-diffusion does): its error does not shrink as the
     grid is refined. 1 denoiser evaluation per step (NFE = steps).
+
+    From a grid that starts at `sigma = inf` (pure noise) `jaxdiff.sample` takes the exact
+    limit of its first step, `x_1 = D(x, inf) + sigma_1 x`, then runs it from `sigma_1`.
     """
 
     order: int = eqx.field(default=4, static=True)

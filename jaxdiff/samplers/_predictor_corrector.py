@@ -34,6 +34,10 @@ class PredictorCorrector(AbstractSampler):
 
     Defaults: `snr = 0.16` (Song et al.'s VE setting for CIFAR-10), one corrector step.
     Weak order 1; `corrector_steps + 1` denoiser evaluations per step.
+
+    From a grid that starts at `sigma = inf` (pure noise) this sampler's own first step has no
+    finite limit: `jaxdiff.sample` takes a first-order first step in its place
+    (`x_1 = D(x, inf) + sigma_1 x`), then runs it from `sigma_1`.
     """
 
     snr: float = 0.16

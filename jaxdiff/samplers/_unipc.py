@@ -81,6 +81,9 @@ class UniPC(AbstractSampler):
     `lower_order_final` (default True). The paper recommends order 3 for unconditional
     sampling; on 2-D Gaussian mixtures (Karras grids, sigma 80 -> 0.002) order 2 is the more
     accurate at 8 to 15 steps and on par at 20, so it is the default here.
+
+    From a grid that starts at `sigma = inf` (pure noise) `jaxdiff.sample` takes the exact
+    limit of its first step, `x_1 = D(x, inf) + sigma_1 x`, then runs it from `sigma_1`.
     """
 
     order: int = eqx.field(default=2, static=True)
