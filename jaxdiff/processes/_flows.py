@@ -33,7 +33,7 @@ import jax.numpy as jnp
 
 from .._checks import check_callable, check_count, check_number, check_range, is_traced
 from ..sde import SDE
-from ._base import AbstractProcess, _Diffusion, process_input
+from ._base import AbstractProcess, process_input
 
 
 def _as_float(t):
@@ -135,9 +135,8 @@ class AbstractFlow(AbstractProcess):
         """
         v, s = self._fields(score, velocity, need_score=True)
         if diffusion is None:
-            w = _Diffusion(self)
-            return SDE(_FlowDrift(v, s, _GSquared(self)), w, additive=True)
-        if not callable(diffusion):
+            diffusion = self.diffusion_coef  # a bound method of a module: a pytree
+        elif not callable(diffusion):
             if isinstance(diffusion, str):
                 raise TypeError(f"diffusion must be a callable w(t) or a number, got {diffusion!r}")
             check_number("diffusion", diffusion)
@@ -370,13 +369,6 @@ class _FlowDrift(eqx.Module):
         if self.w_squared is None:
             return v
         return v - 0.5 * self.w_squared(t) * self.score(x, t)
-
-
-class _GSquared(eqx.Module):
-    process: AbstractProcess
-
-    def __call__(self, t):
-        return self.process.diffusion_coef(t) ** 2
 
 
 class _Constant(eqx.Module):
