@@ -284,7 +284,7 @@ def _safe(a):
     return jnp.where(a == 0, jnp.ones_like(a), a)
 
 
-def _coefficients(process: AbstractFlow, x, t):
+def broadcast_coefficients(process: AbstractFlow, x, t):
     """`process.coefficients(t)` shaped to broadcast against `x`: `t` is a scalar or one time
     per sample (shape `(batch,)`, as in training)."""
     t = jnp.asarray(t, dtype=jnp.result_type(x))
@@ -297,7 +297,7 @@ def _coefficients(process: AbstractFlow, x, t):
 def _sigma_space(process: AbstractFlow, x, t):
     """`(y, sigma)`: the sigma-space input of a process-space `x` at `t`; at `alpha = 0`,
     `sigma = inf` and `y = x / beta` (the unit-variance noise of the inf convention)."""
-    alpha, beta, _, _ = _coefficients(process, x, t)
+    alpha, beta, _, _ = broadcast_coefficients(process, x, t)
     sigma = jnp.where(alpha == 0, jnp.inf, beta / _safe(alpha))
     y = x / jnp.where(alpha == 0, beta, alpha)
     if jnp.ndim(t) == 1:  # one sigma per sample, shape (batch,)
@@ -310,7 +310,7 @@ class VelocityFromDenoiser(eqx.Module):
     process: AbstractFlow
 
     def __call__(self, x, t):
-        alpha, beta, d_alpha, d_beta = _coefficients(self.process, x, t)
+        alpha, beta, d_alpha, d_beta = broadcast_coefficients(self.process, x, t)
         y, sigma = _sigma_space(self.process, x, t)
         d = self.denoiser(y, sigma.astype(y.dtype))
         # E[eps | x_t]; at t = 0 (beta = 0) its limit is 0: x_t is the data, eps independent
@@ -340,7 +340,7 @@ class VelocityFromScore(eqx.Module):
     process: AbstractFlow
 
     def __call__(self, x, t):
-        alpha, beta, d_alpha, d_beta = _coefficients(self.process, x, t)
+        alpha, beta, d_alpha, d_beta = broadcast_coefficients(self.process, x, t)
         s = self.score(x, t)
         return (d_alpha / alpha) * (x + beta**2 * s) - d_beta * beta * s
 
@@ -350,7 +350,7 @@ class ScoreFromVelocity(eqx.Module):
     process: AbstractFlow
 
     def __call__(self, x, t):
-        alpha, beta, d_alpha, d_beta = _coefficients(self.process, x, t)
+        alpha, beta, d_alpha, d_beta = broadcast_coefficients(self.process, x, t)
         v = self.velocity(x, t)
         return (alpha * v - d_alpha * x) / (beta * (d_alpha * beta - alpha * d_beta))
 

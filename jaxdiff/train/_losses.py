@@ -40,6 +40,7 @@ from .._checks import (
 from .._deprecation import keyword_key, process_after_state
 from ..discrete._chain import alpha_bars_from_betas, check_betas, cosine_betas, linear_betas
 from ..processes import AbstractFlow, AbstractProcess
+from ..processes._flows import broadcast_coefficients
 from ._coupling import OT_COUPLINGS, ot_pairing
 
 __all__ = [
@@ -307,9 +308,7 @@ def flow_matching_loss(
     if coupling is not None:
         pairs = ot_pairing(x0, eps, method=coupling, key=k_pair, labels=labels, epsilon=ot_epsilon)
         eps = eps[pairs]
-    alpha, beta, d_alpha, d_beta = (
-        _per_sample(jnp.broadcast_to(c, t.shape).astype(dtype), x0) for c in flow.coefficients(t)
-    )
+    alpha, beta, d_alpha, d_beta = broadcast_coefficients(flow, x0, t)
     x_t = alpha * x0 + beta * eps
     target = d_alpha * x0 + d_beta * eps
     err = (_call(velocity, x_t, t, labels) - target) ** 2

@@ -44,6 +44,7 @@ from ..parametrizations._denoisers import (
     from_velocity,
 )
 from ..processes import AbstractFlow, RectifiedFlow, TrigFlow
+from ..processes._flows import broadcast_coefficients
 from ..samplers._core import sample
 from ._coupling import OT_COUPLINGS
 from ._losses import TIME_SAMPLINGS, edm_loss, flow_matching_loss
@@ -214,13 +215,10 @@ class FlowVelocity(eqx.Module):
 
     def __call__(self, x_t, t, labels=None):
         t = jnp.asarray(t, jnp.result_type(x_t))
-        alpha, beta, d_alpha, d_beta = self.flow.coefficients(t)
+        alpha, beta, d_alpha, d_beta = broadcast_coefficients(self.flow, x_t, t)
         sd2 = self.sigma_data**2
         c_in = jax.lax.rsqrt(alpha**2 * sd2 + beta**2)
         c_out = jnp.sqrt(d_alpha**2 * sd2 + d_beta**2)
-        if t.ndim:
-            per_sample = t.shape + (1,) * (jnp.ndim(x_t) - 1)
-            c_in, c_out = c_in.reshape(per_sample), c_out.reshape(per_sample)
         kwargs = {} if labels is None else {"labels": labels}
         return (c_out * self.raw(c_in * x_t, t, **kwargs)).astype(x_t.dtype)
 
