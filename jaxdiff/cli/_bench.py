@@ -7,7 +7,12 @@ import sys
 import time
 from pathlib import Path
 
-from ._common import fail, int_at_least, nonnegative_int, output_dir_problem
+from ._common import (
+    fail,
+    int_at_least,
+    output_dir_problem,
+    seed,
+)
 
 NAME = "bench"
 HELP = "benchmark samplers x schedules x NFE on exact problems (error vs NFE, wall time)"
@@ -120,7 +125,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="steps of the reference solve (default: 500; --quick: 100)",
     )
-    parser.add_argument("--seed", type=nonnegative_int, default=0)
+    parser.add_argument("--seed", type=seed, default=0)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,9 +17,9 @@ from ._common import (
     fail_write,
     finite_float,
     int_at_least,
-    nonnegative_int,
     output_file_problem,
     pyplot,
+    seed,
 )
 
 NAME = "bridge-sample"
@@ -85,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="samples to draw, one per held-out x_T (default: %(default)s)",
     )
     parser.add_argument("--out", required=True, metavar="FILE.png|FILE.npy")
-    parser.add_argument("--seed", type=nonnegative_int, default=0, help="sampling seed")
+    parser.add_argument("--seed", type=seed, default=0, help="sampling seed")
 
 
 #: each solver's options, with their defaults

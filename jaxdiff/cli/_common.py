@@ -41,8 +41,20 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
 
 
 def nonnegative_int(text: str) -> int:
-    """An argparse ``type=`` accepting integers ``>= 0`` (seeds)."""
+    """An argparse ``type=`` accepting integers ``>= 0``."""
     return int_at_least(0)(text)
+
+
+#: the largest seed `jax.random.key` takes (a signed 64-bit integer)
+MAX_SEED = 2**63 - 1
+
+
+def seed(text: str) -> int:
+    """An argparse ``type=`` accepting seeds: integers in ``[0, 2**63 - 1]``."""
+    value = int_at_least(0)(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63 - 1], got {text!r}")
+    return value
 
 
 def _float(text: str, what: str, accept: Callable[[float], bool], rejected: str = "") -> float:
@@ -176,9 +188,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="K",
         help="checkpoints to keep (default: %(default)s)",
     )
-    parser.add_argument(
-        "--seed", type=nonnegative_int, default=0, help="random seed (default: %(default)s)"
-    )
+    parser.add_argument("--seed", type=seed, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

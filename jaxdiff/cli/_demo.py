@@ -19,7 +19,14 @@ import numpy as np
 
 from ..train import OBJECTIVES, TOYS, build_network, draw_samples
 from . import _train
-from ._common import fail, fail_write, int_at_least, missing_directory, nonnegative_int, pyplot
+from ._common import (
+    fail,
+    fail_write,
+    int_at_least,
+    missing_directory,
+    pyplot,
+    seed,
+)
 
 NAME = "demo"
 HELP = "train an MLP on a 2-D toy in about a minute, sample it with three samplers, score it"
@@ -72,9 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="edm",
         help="edm: a score network; flow: a rectified-flow velocity network (default: %(default)s)",
     )
-    parser.add_argument(
-        "--seed", type=nonnegative_int, default=0, help="random seed (default: %(default)s)"
-    )
+    parser.add_argument("--seed", type=seed, default=0, help="random seed (default: %(default)s)")
     parser.add_argument(
         "--run-dir",
         default=None,

@@ -23,7 +23,12 @@ from .. import analytic
 from ..analytic import ExpectedLogProb, OracleResult
 from ..analytic._oracle import mixture_log_prob
 from ..sde import ODE_SOLVERS
-from ._common import fail_write, int_at_least, missing_directory, nonnegative_int
+from ._common import (
+    fail_write,
+    int_at_least,
+    missing_directory,
+    seed,
+)
 
 NAME = "oracle"
 HELP = "sample an exact 2-D mixture with the VP/VE reverse SDE and probability-flow ODE"
@@ -77,9 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="heun",
         help="solver for the probability-flow ODEs (default: %(default)s)",
     )
-    parser.add_argument(
-        "--seed", type=nonnegative_int, default=0, help="random seed (default: %(default)s)"
-    )
+    parser.add_argument("--seed", type=seed, default=0, help="random seed (default: %(default)s)")
     parser.add_argument(
         "--out",
         default="jaxdiff-oracle.png",

@@ -19,6 +19,7 @@ from ._common import (
     output_file_problem,
     positive_float,
     pyplot,
+    seed,
 )
 
 NAME = "sample"
@@ -108,7 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="B",
         help="samples per compiled call (default: %(default)s)",
     )
-    parser.add_argument("--seed", type=nonnegative_int, default=0)
+    parser.add_argument("--seed", type=seed, default=0)
 
 
 def run(args: argparse.Namespace) -> int:
