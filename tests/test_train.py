@@ -231,22 +231,42 @@ def _corrupt(step_dir, how):
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("how", ["garbage", "truncated", "deleted"])
-def test_corrupt_checkpoint_is_a_clear_error_and_nothing_is_overwritten(
+def test_corrupt_latest_checkpoint_falls_back_to_the_newest_valid_one(
     tmp_path, moons, reference, how
 ):
     run = tmp_path / "run"
     shutil.copytree(reference.out_dir, run)
     _corrupt(run / "checkpoints" / str(STEPS), how)
-    snapshot = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    # asked for explicitly (no fallback), the corrupt checkpoint is a one-line error
     with pytest.raises(jt.CheckpointError, match=f"checkpoint .*run/checkpoints/{STEPS}") as info:
         jt.restore(run, reference.state)
-    assert "\n" not in str(info.value)
-    with pytest.raises(jt.CheckpointError):
+    assert "\n" not in str(info.value) and "tensorstore" not in str(info.value).lower()
+    # with fallback, the older intact checkpoint is restored and the skipped one named
+    with pytest.warns(jt.CheckpointWarning, match=f"checkpoints/{STEPS}'"):
+        assert int(jt.restore(run, reference.state, fallback=True).step) == 8
+    assert jt.read_config(run, fallback=True) == {"net": "tiny", "hidden": 16}
+    # fit resumes from step 8, sets the corrupt one aside, and redoes steps 9..12 exactly
+    done = run_fit(run, moons)
+    assert done.resumed_from == 8 and [s for s, _ in done.skipped] == [STEPS]
+    assert (run / "checkpoints" / f"{STEPS}.corrupt").is_dir()
+    assert jt.latest_step(run) == STEPS
+    assert tree_equal(done.state, reference.state)
+    assert tree_equal(jt.restore(run, reference.state), reference.state)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_no_valid_checkpoint_is_a_clear_error_and_nothing_is_overwritten(
+    tmp_path, moons, reference
+):
+    run = tmp_path / "run"
+    shutil.copytree(reference.out_dir, run)
+    for step in (8, STEPS):
+        _corrupt(run / "checkpoints" / str(step), "truncated")
+    snapshot = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(jt.CheckpointError, match=f"checkpoints/{STEPS}.*older ones fail too"):
         run_fit(run, moons, steps=2 * STEPS)
     after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    assert after == snapshot  # nothing overwritten, nothing added
-    # an older intact checkpoint is still there to be restored explicitly
-    assert int(jt.restore(run, reference.state, step=8).step) == 8
+    assert after == snapshot  # nothing overwritten, nothing added, nothing renamed
 
 
 # orbax leaves a coroutine un-awaited when a restore fails

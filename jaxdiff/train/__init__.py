@@ -5,6 +5,7 @@ recipes that rebuild a ``jaxdiff train`` / ``bridge-train`` run's model."""
 from ._checkpoint import (
     Checkpointer as Checkpointer,
     CheckpointError as CheckpointError,
+    CheckpointWarning as CheckpointWarning,
     latest_step as latest_step,
     read_config as read_config,
     restore as restore,
@@ -22,7 +23,14 @@ from ._data import (
     toy as toy,
 )
 from ._ema import ema_decay_at as ema_decay_at, ema_update as ema_update
-from ._fit import FitResult as FitResult, fit as fit, load_model as load_model
+from ._fit import (
+    ON_NONFINITE as ON_NONFINITE,
+    FitResult as FitResult,
+    NonFiniteLossError as NonFiniteLossError,
+    TrainingInterrupted as TrainingInterrupted,
+    fit as fit,
+    load_model as load_model,
+)
 from ._losses import (
     TIME_SAMPLINGS as TIME_SAMPLINGS,
     cosine_betas as cosine_betas,
@@ -74,18 +82,22 @@ __all__ = [
     "FLOWS",
     "FLOW_COUPLINGS",
     "OBJECTIVES",
+    "ON_NONFINITE",
     "OT_COUPLINGS",
     "PAIRINGS",
     "TIME_SAMPLINGS",
     "TOYS",
     "CheckpointError",
+    "CheckpointWarning",
     "Checkpointer",
     "Dataset",
     "FitResult",
     "FlowVelocity",
+    "NonFiniteLossError",
     "RecipeError",
     "TrainState",
     "TrainStep",
+    "TrainingInterrupted",
     "adamw",
     "batch_at",
     "bridge_precond",

@@ -21,12 +21,58 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from .._checks import check_count, check_key
 from .._deprecation import deprecated
-from ._checkpoint import Checkpointer, latest_step, read_config, restore, restore_model_state
+from ._checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    _restore_state,
+    latest_step,
+    read_config,
+    restore_model_state,
+    set_aside,
+)
 from ._data import Dataset, batch_at
 from ._optim import adamw
+from ._signals import DeferredSignals
 from ._step import DATA_STREAM, LossFn, TrainState, data_mesh, init_state, make_train_step
 
-__all__ = ["FitResult", "fit", "load_model"]
+__all__ = ["FitResult", "NonFiniteLossError", "TrainingInterrupted", "fit", "load_model"]
+
+#: what `fit` does when the loss or the weights stop being finite
+ON_NONFINITE = ("stop", "continue")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """`fit` stopped because the loss (or the weights) stopped being finite.
+
+    Attributes:
+        step: the first step seen with a non-finite loss (or weights).
+        checkpoint: the newest checkpoint on disk (its weights are finite), or None.
+    """
+
+    def __init__(self, step: int, checkpoint: int | None, what: str = "loss"):
+        self.step = step
+        self.checkpoint = checkpoint
+        saved = (
+            f"the newest checkpoint is that of step {checkpoint}"
+            if checkpoint is not None
+            else "no checkpoint was written"
+        )
+        super().__init__(f"the {what} is not finite at step {step}; training stopped and {saved}")
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """`fit` stopped at a step boundary on SIGINT or SIGTERM, after checkpointing.
+
+    Attributes:
+        signal: the signal received (`signal.SIGINT` or `signal.SIGTERM`).
+        checkpoint: the step of the newest checkpoint on disk (the last completed step, unless
+            its weights were not finite), or None.
+    """
+
+    def __init__(self, signal, checkpoint: int | None):
+        self.signal = signal
+        self.checkpoint = checkpoint
+        super().__init__(f"{signal.name} received; newest checkpoint: step {checkpoint}")
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -46,6 +92,8 @@ class FitResult:
             empty when the checkpoint was already at ``steps``.
         step: the final step.
         out_dir: the run directory.
+        skipped: the ``(step, reason)`` of every unreadable checkpoint the run resumed past
+            (newest first); each was renamed to ``checkpoints/<step>.corrupt``.
     """
 
     state: TrainState
@@ -56,6 +104,7 @@ class FitResult:
     losses: np.ndarray
     step: int
     out_dir: Path
+    skipped: list[tuple[int, str]] = dataclasses.field(default_factory=list)
 
     @property
     def first_step(self) -> int:
@@ -88,6 +137,24 @@ def _alive(state: TrainState) -> bool:
     return not any(isinstance(x, jax.Array) and x.is_deleted() for x in jax.tree.leaves(state))
 
 
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def _finite_weights(state: TrainState) -> bool:
+    """Whether the raw and EMA weights are all finite (one reduction, one host sync)."""
+    return bool(_all_finite((state.params, state.ema)))
+
+
+def _first_nonfinite(losses: np.ndarray, last_step: int) -> int | None:
+    """The step of the first non-finite loss in `losses`, the losses of the steps ending at
+    `last_step`; None when all are finite."""
+    bad = np.flatnonzero(~np.isfinite(losses))
+    return None if bad.size == 0 else last_step - losses.size + 1 + int(bad[0])
+
+
 def fit(
     model: nnx.Module,
     dataset: Dataset,
@@ -105,6 +172,8 @@ def fit(
     log_every: int = 100,
     config: Mapping[str, Any] | None = None,
     progress: Callable[[int, dict[str, float]], None] | None = None,
+    on_nonfinite: str = "stop",
+    handle_signals: bool = True,
 ) -> FitResult:
     """Trains ``model`` on ``dataset`` up to ``steps`` total steps, resuming when ``out_dir``
     holds a checkpoint.
@@ -118,9 +187,25 @@ def fit(
     (the newest ``keep`` are kept), each with ``config``; ``metrics.jsonl``, one JSON object per
     ``log_every`` steps (and the last step) with ``step``, ``loss`` (mean over the steps since
     the previous line), ``grad_norm`` and ``lr`` (of the last step), ``steps_per_s`` and
-    ``time`` (seconds since this call started). If the loop is interrupted (KeyboardInterrupt
-    or any exception), the last completed step is checkpointed before the exception propagates.
-    Nothing here prints.
+    ``time`` (seconds since this call started). Nothing here prints.
+
+    Faults:
+
+    - SIGINT and SIGTERM (Ctrl-C, a scheduler's stop) are deferred to the end of the step
+      (`handle_signals`, in the main thread): the loop stops there, checkpoints the step and
+      raises `TrainingInterrupted` (a `KeyboardInterrupt`). Saves are synchronous, so a signal
+      never meets a save in flight; a third signal raises `KeyboardInterrupt` at once, and
+      the previous checkpoint stays the newest.
+    - A non-finite loss (checked with each metrics line) or non-finite weights (checked before
+      each save) stop the run with `NonFiniteLossError` naming the first bad step
+      (``on_nonfinite="stop"``); ``"continue"`` trains on. Either way no checkpoint with
+      non-finite weights is ever written.
+    - A save that fails (a full disk) raises `CheckpointError` and leaves the previous
+      checkpoint the newest.
+    - Resuming skips unreadable checkpoints for the newest one that restores, and renames each
+      one skipped to ``checkpoints/<step>.corrupt`` (`FitResult.skipped` names them).
+    - Any other exception in the loop checkpoints the last completed step (finite weights
+      only) before it propagates.
 
     Arguments:
         model: the network (any flax NNX module); it is not modified.
@@ -141,20 +226,28 @@ def fit(
         log_every: metrics period in steps.
         config: a JSON-serializable dict stored with every checkpoint (what the caller needs to
             rebuild the model: see `load_model`).
-        progress: ``progress(step, metrics)``, called with each metrics line (host floats).
+        progress: ``progress(step, metrics)``, called with each metrics line (host floats;
+            None for a non-finite value).
+        on_nonfinite: ``"stop"`` (default) or ``"continue"``: what a non-finite loss or
+            non-finite weights do (see Faults).
+        handle_signals: defer SIGINT and SIGTERM to the end of a step (see Faults).
 
     Returns:
         A `FitResult`.
 
     Raises:
-        CheckpointError: ``out_dir`` holds a checkpoint that cannot be restored into this model
-            and optimizer (nothing is written then).
+        CheckpointError: ``out_dir`` holds checkpoints none of which can be restored into
+            this model and optimizer (nothing is written then), or a save failed.
+        NonFiniteLossError: the loss or the weights stopped being finite (``"stop"``).
+        TrainingInterrupted: SIGINT or SIGTERM, after the checkpoint of the last step.
     """
     steps = check_count("steps", steps)
     batch_size = check_count("batch_size", batch_size)
     ckpt_every = check_count("ckpt_every", ckpt_every)
     keep = check_count("keep", keep)
     log_every = check_count("log_every", log_every)
+    if on_nonfinite not in ON_NONFINITE:
+        raise ValueError(f"on_nonfinite must be one of {ON_NONFINITE}; got {on_nonfinite!r}")
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset must be a jaxdiff.train.Dataset; got {type(dataset).__name__}")
     if batch_size > len(dataset):
@@ -190,9 +283,13 @@ def fit(
     else:
         check_key(key)
     graphdef, state = init_state(model, optimizer, seed=key, mesh=mesh)
-    resumed_from = latest_step(out_dir)
-    if resumed_from is not None:
-        state = restore(out_dir, state)  # a CheckpointError leaves everything untouched
+    resumed_from = None
+    skipped: list[tuple[int, str]] = []
+    if latest_step(out_dir) is not None:
+        # the newest checkpoint that restores; a CheckpointError leaves everything untouched
+        state, resumed_from, skipped = _restore_state(out_dir, state, step=None, fallback=True)
+        for step, _ in skipped:
+            set_aside(out_dir, step)
     start = int(state.step)
 
     def result(state: TrainState, losses: np.ndarray) -> FitResult:
@@ -205,6 +302,7 @@ def fit(
             losses=losses,
             step=int(state.step),
             out_dir=out_dir,
+            skipped=skipped,
         )
 
     if start >= steps:
@@ -222,43 +320,75 @@ def fit(
     window: list[jax.Array] = []
     began = last_time = time.perf_counter()
     last_logged = start
-    try:
-        for k in range(start, steps):
-            batch = _batch(data, k, batch_size, data_key, batch_sharding)
-            state, metrics = train_step(state, batch)
-            window.append(metrics["loss"])
-            done = k + 1
-            if done % log_every == 0 or done == steps:
-                host = np.asarray(jnp.stack(window), np.float32)
-                losses.append(host)
-                window = []
-                now = time.perf_counter()
-                line = {
-                    "step": done,
-                    "loss": float(np.mean(host)),
-                    "grad_norm": float(metrics["grad_norm"]),
-                    "lr": float(metrics["lr"]),
-                    "steps_per_s": (done - last_logged) / max(now - last_time, 1e-9),
-                    "time": now - began,
-                }
-                line = {
-                    k: (v if not isinstance(v, float) or math.isfinite(v) else None)
-                    for k, v in line.items()
-                }
-                with metrics_path.open("a") as f:
-                    f.write(json.dumps(line) + "\n")
-                last_time, last_logged = now, done
-                if progress is not None:
-                    progress(done, line)
-            if done % ckpt_every == 0:
-                checkpointer.save(state, config)
+    newest = resumed_from  # the newest checkpoint on disk
+    first_bad: int | None = None  # the first step seen with a non-finite loss
+
+    def save(state: TrainState) -> None:
+        """Checkpoints `state` unless its weights are not finite (then: stop, or skip)."""
+        nonlocal newest, first_bad
+        step = int(state.step)
+        if not _finite_weights(state):
+            if window and first_bad is None:
+                first_bad = _first_nonfinite(np.asarray(jnp.stack(window), np.float32), step)
+            if on_nonfinite == "stop":
+                what = "loss" if first_bad is not None else "weights"
+                raise NonFiniteLossError(first_bad or step, newest, what)
+            return
         checkpointer.save(state, config)
+        newest = step
+
+    signals = DeferredSignals(enabled=handle_signals)
+    try:
+        with signals:
+            for k in range(start, steps):
+                batch = _batch(data, k, batch_size, data_key, batch_sharding)
+                state, metrics = train_step(state, batch)
+                window.append(metrics["loss"])
+                done = k + 1
+                if done % log_every == 0 or done == steps:
+                    host = np.asarray(jnp.stack(window), np.float32)
+                    losses.append(host)
+                    window = []
+                    bad = _first_nonfinite(host, done)
+                    if bad is not None and first_bad is None:
+                        first_bad = bad
+                        if on_nonfinite == "stop":
+                            raise NonFiniteLossError(bad, newest)
+                    now = time.perf_counter()
+                    line = {
+                        "step": done,
+                        "loss": float(np.mean(host)),
+                        "grad_norm": float(metrics["grad_norm"]),
+                        "lr": float(metrics["lr"]),
+                        "steps_per_s": (done - last_logged) / max(now - last_time, 1e-9),
+                        "time": now - began,
+                    }
+                    line = {
+                        k: (v if not isinstance(v, float) or math.isfinite(v) else None)
+                        for k, v in line.items()
+                    }
+                    with metrics_path.open("a") as f:
+                        f.write(json.dumps(line) + "\n")
+                    last_time, last_logged = now, done
+                    if progress is not None:
+                        progress(done, line)
+                if done % ckpt_every == 0:
+                    save(state)
+                if signals.received is not None:
+                    break
+            if newest != int(state.step):
+                save(state)
+            if signals.received is not None:
+                raise TrainingInterrupted(signals.received, newest)
+    except (TrainingInterrupted, NonFiniteLossError, CheckpointError):
+        raise  # what could be saved is saved
     except BaseException as err:
         # keep the last completed step; a state whose buffers were donated to a step that
-        # never returned is gone, and the previous checkpoint stays the newest
+        # never returned is gone, and the previous checkpoint stays the newest. A forced
+        # exit (the third signal) saves nothing.
         try:
-            if _alive(state):
-                checkpointer.save(state, config)
+            if not signals.forced and _alive(state) and newest != int(state.step):
+                save(state)
         except Exception as save_err:  # never hide the original exception
             err.add_note(f"saving a checkpoint after the interruption failed: {save_err}")
         raise

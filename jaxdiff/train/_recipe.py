@@ -133,6 +133,19 @@ def network_config(
     }
 
 
+#: the key of a network config that holds its width (``--width``), by architecture
+WIDTH_KEYS = {"mlp": "hidden", "unet": "channels"}
+
+
+def with_width_of(network: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]:
+    """`network` with the width of the `stored` config of the same architecture (a resumed
+    run keeps its width when none is asked for); `network` unchanged otherwise."""
+    key = WIDTH_KEYS.get(network.get("arch"))
+    if key is None or stored.get("arch") != network.get("arch") or key not in stored:
+        return network
+    return network | {key: stored[key]}
+
+
 def build_network(network: dict[str, Any], *, seed: int = 0) -> nnx.Module:
     """The raw network F described by `network` (see `network_config`)."""
     options = dict(network)
