@@ -30,13 +30,16 @@ __all__ = [
     "check_callable",
     "check_choice",
     "check_count",
+    "check_finite",
     "check_float_array",
     "check_float_dtype",
     "check_grid",
+    "check_grid_at_runtime",
     "check_instance",
     "check_key",
     "check_model",
     "check_model_output",
+    "check_nonnegative",
     "check_number",
     "check_positive",
     "check_range",
@@ -100,6 +103,28 @@ def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
         raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {v}")
 
 
+def check_nonnegative(name: str, value: Any) -> None:
+    """Every entry of `value` (a scalar or an array, e.g. a noise level `sigma`) is `>= 0`;
+    `inf` passes, `NaN` does not. Checked only when concrete (a concrete jax array is read back
+    to the host): a traced value (inside `jit`, `vmap`, `grad`) passes unchecked. A
+    non-numeric or complex value is a `TypeError`."""
+    if is_traced(value):
+        return
+    try:
+        arr = np.asarray(value)
+    except Exception as e:
+        raise TypeError(f"{name} must be a real number or array, got {type(value).__name__}") from e
+    if arr.dtype == np.bool_ or not (
+        jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)
+    ):
+        raise TypeError(f"{name} must be a real number or array, got {value!r}")
+    bad = arr[~(arr >= 0)]
+    if bad.size and arr.ndim == 0:
+        raise ValueError(f"{name} must be >= 0, got {float(arr)}")
+    if bad.size:
+        raise ValueError(f"{name} must be >= 0, got {bad.size} entries < 0 or NaN, e.g. {bad[0]}")
+
+
 def check_range(lo_name: str, lo: Any, hi_name: str, hi: Any, *, allow_zero: bool = False):
     """`0 < lo < hi` (or `0 <= lo < hi` with `allow_zero`), both finite, checked when concrete."""
     check_positive(lo_name, lo, allow_zero=allow_zero)
@@ -144,6 +169,22 @@ def check_float_array(name: str, x: Any, *, batch: bool = False, min_ndim: int =
         )
         raise ValueError(f"{name} must be batch-first with shape {shape}, got shape {x.shape}")
     return strong(x)
+
+
+def check_finite(name: str, x: jax.Array) -> jax.Array:
+    """`x` with no NaN or inf. Concrete: a `ValueError` at once (one reduction on the device
+    and one boolean read back). Traced (inside the caller's `jit`): `x` wrapped in
+    `equinox.error_if`, which raises when the compiled program runs (one reduction). For
+    entry points that are not on a hot path, e.g. before an adaptive solve, where a non-finite
+    input would otherwise surface as "maximum number of steps reached"."""
+    message = f"{name} must be finite (no NaN or inf)"
+    if is_traced(x):
+        return eqx.error_if(x, jnp.any(~jnp.isfinite(x)), message)
+    finite = jnp.isfinite(x)
+    if not bool(jnp.all(finite)):
+        count = int(jnp.size(finite) - jnp.sum(finite))
+        raise ValueError(f"{message}, got {count} non-finite of {jnp.size(finite)} values")
+    return x
 
 
 def check_float_dtype(name: str, dtype: Any) -> np.dtype:
@@ -226,41 +267,67 @@ def check_model(name: str, model: Any, signature: str) -> Callable:
     return model
 
 
-def check_key(key: Any, name: str = "key") -> None:
-    """One JAX PRNG key: a typed key array of shape `()` or a raw `uint32[2]`."""
+_KEY_FORMS = "a typed key of shape () from jax.random.key(seed), or a raw uint32[2]"
+
+
+def _key_batch_shape(key: Any) -> tuple[int, ...] | None:
+    """The batch shape of an array of PRNG keys (`()` for one key), `None` if not keys."""
     if not isinstance(key, jax.Array):
-        raise TypeError(f"{name} must be a JAX PRNG key, got {type(key).__name__}")
+        return None
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        if key.ndim != 0:
-            raise ValueError(f"{name} must be one PRNG key, got an array of {key.shape} keys")
+        return tuple(key.shape)
+    if key.dtype == jnp.uint32 and key.ndim >= 1 and key.shape[-1] == 2:
+        return tuple(key.shape[:-1])
+    return None
+
+
+def check_key(key: Any, name: str = "key") -> None:
+    """One JAX PRNG key: a typed key array of shape `()` or a raw `uint32[2]`. An int seed or
+    another non-key is a `TypeError`; a batch of keys a `ValueError` (`vmap` over keys for a
+    batch of calls)."""
+    batch = _key_batch_shape(key)
+    if batch == ():
         return
-    if key.dtype == jnp.uint32 and key.ndim >= 2 and key.shape[-1] == 2:
-        raise ValueError(f"{name} must be one PRNG key, got an array of {key.shape[:-1]} keys")
-    if not (key.dtype == jnp.uint32 and key.shape == (2,)):
-        raise TypeError(f"{name} must be a JAX PRNG key, got an array of {key.dtype}{key.shape}")
+    if batch is not None:
+        raise ValueError(
+            f"{name} must be one PRNG key ({_KEY_FORMS}), got an array of {batch} keys; "
+            "vmap over keys for a batch of calls"
+        )
+    if isinstance(key, jax.Array):
+        got = f"an array of {key.dtype}{key.shape}"
+    elif isinstance(key, int | float | np.integer) and not isinstance(key, bool):
+        got = f"{type(key).__name__} {key!r} (for a seed, pass jax.random.key({key!r}))"
+    else:
+        got = type(key).__name__
+    raise TypeError(f"{name} must be a JAX PRNG key ({_KEY_FORMS}), got {got}")
 
 
 def is_per_sample_key(key: Any) -> bool:
     """Whether `key` is a batch of keys (one per sample): typed keys of shape `(batch,)` or
     raw uint32 keys of shape `(batch, 2)`."""
-    if not isinstance(key, jax.Array):
-        return False
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return key.ndim == 1
-    return key.dtype == jnp.uint32 and key.ndim == 2 and key.shape[1] == 2
+    batch = _key_batch_shape(key)
+    return batch is not None and len(batch) == 1
 
 
 def check_sample_key(key: Any, x: jax.Array, name: str = "key") -> bool:
-    """One key, or one per sample of batch-first `x`; returns whether it is per sample."""
-    if is_per_sample_key(key):
-        if x.ndim < 1 or key.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"per-sample {name}s must have one key per sample: got {key.shape[0]} keys for "
-                f"x of shape {x.shape}"
-            )
-        return True
-    check_key(key, name)
-    return False
+    """One key, or one per sample of batch-first `x` (typed keys of shape `(batch,)`, raw
+    uint32 keys of shape `(batch, 2)`); returns whether it is per sample."""
+    batch = _key_batch_shape(key)
+    if batch is None or batch == ():
+        check_key(key, name)
+        return False
+    n = x.shape[0] if x.ndim else "batch"
+    if len(batch) > 1:
+        raise ValueError(
+            f"{name} must be one PRNG key (shape ()) or one key per sample (shape (batch,) = "
+            f"({n},); raw uint32 keys: ({n}, 2)), got an array of {batch} keys"
+        )
+    if x.ndim < 1 or batch[0] != x.shape[0]:
+        raise ValueError(
+            f"per-sample {name}s must have one key per sample: got {batch[0]} keys for x of "
+            f"shape {x.shape}"
+        )
+    return True
 
 
 def check_grid(
@@ -287,13 +354,15 @@ def check_grid(
             raise ValueError(f"{name} must be 1-D with at least 2 entries, got shape {arr.shape}")
         finite = arr[1:] if infinite_start and arr[0] == np.inf else arr
         if not np.all(np.isfinite(finite)):
-            where = "finite after its first entry (which may be inf)"
+            where = "finite after its first entry (only the first may be inf)"
             where = where if infinite_start else "finite"
             raise ValueError(f"{name} must be {where}, got {arr}")
+        if not np.all(np.diff(arr) < 0):
+            raise ValueError(
+                f"{name} must be strictly decreasing (from the largest {unit} down to 0), got {arr}"
+            )
         if arr[-1] != 0:
             raise ValueError(f"{name} must end at {unit} = 0, got {arr[-1]}")
-        if not np.all(np.diff(arr) < 0):
-            raise ValueError(f"{name} must be strictly decreasing, got {arr}")
         if below is not None and not arr[0] < below:
             where = f"{below_name} = {below}" if below_name else f"{below}"
             raise ValueError(f"{name} must start below {where}, got {arr[0]}")
@@ -301,6 +370,19 @@ def check_grid(
     if grid.ndim != 1 or grid.shape[0] < 2:
         raise ValueError(f"{name} must be 1-D with at least 2 entries, got shape {grid.shape}")
     return grid
+
+
+def check_grid_at_runtime(grid: jax.Array, *, name: str = "sigmas", unit: str = "sigma"):
+    """`grid` wrapped in `equinox.error_if` checks that run with the compiled program: strictly
+    decreasing and ending at 0 (a NaN fails both). For a grid traced by an outer `jit`, whose
+    values `check_grid` cannot see; one reduction over the grid, outside any step loop."""
+    decreasing = jnp.all(grid[1:] < grid[:-1])
+    grid = eqx.error_if(
+        grid,
+        ~decreasing,
+        f"{name} must be strictly decreasing (from the largest {unit} down to 0)",
+    )
+    return eqx.error_if(grid, grid[-1] != 0, f"{name} must end at {unit} = 0")
 
 
 def lookup(

@@ -11,6 +11,7 @@ import numpy as np
 
 from ._checks import (
     check_callable,
+    check_finite,
     check_float_array,
     check_instance,
     check_key,
@@ -32,14 +33,17 @@ def _check(score, x_T, process, fn):
     )
     check_callable("score", score, "score(x, t)")
     check_instance("process", process, AbstractProcess, "a jaxdiff process")
-    if not is_traced(process.t_max) and not np.isfinite(float(process.sigma(process.t_max))):
+    with jax.ensure_compile_time_eval():  # concrete even under an outer jit
+        sigma_max = process.sigma(process.t_max)
+    if not is_traced(sigma_max) and not np.isfinite(float(sigma_max)):
         raise ValueError(
             f"process.t_max = {process.t_max} is pure noise (sigma = inf), where a score is "
             f"singular: pass a process with a smaller t_max (e.g. "
             f"{type(process).__name__}(t_max=0.999)), or sample a flow model with jd.sample "
             f"from sigma = inf (jd.parametrizations.from_velocity)"
         )
-    return check_float_array("x_T", x_T), process
+    # a non-finite x_T would surface as the adaptive solver's "maximum number of steps" error
+    return check_finite("x_T", check_float_array("x_T", x_T)), process
 
 
 def sample_ode(
@@ -61,7 +65,9 @@ def sample_ode(
 
     - `score`: `score(x, t) -> grad_x log p_t(x)` (batched `x`, scalar `t`), e.g.
       `gm.process_score(process)` or `jaxdiff.score_from_denoiser(denoiser, process)`.
-    - `x_T`: samples of the process's prior at `t_max`; `process`: a `jaxdiff` process.
+    - `x_T`: samples of the process's prior at `t_max`, finite (a NaN or inf is a `ValueError`
+      for a concrete `x_T`, an error when the program runs for one traced by an outer `jit`);
+      `process`: a `jaxdiff` process.
       (The old order `sample_ode(score, process, x_T)` still works, with a
       `DeprecationWarning`.)
     - `solver`: an ODE solver name (`"tsit5"`, `"dopri5"`, `"dopri8"`, `"heun"`, `"euler"`,

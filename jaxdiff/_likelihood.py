@@ -28,6 +28,7 @@ from ._checks import (
     check_callable,
     check_choice,
     check_count,
+    check_finite,
     check_float_array,
     check_instance,
     check_key,
@@ -58,7 +59,10 @@ __all__ = [
 
 
 def _check_x(x) -> jax.Array:
-    return check_float_array("x", x, batch=True, min_ndim=2)
+    """Batch-first floating-point `x` with no NaN or inf: checked at the call when concrete,
+    when the program runs when traced (`check_finite`), since a non-finite `x` would
+    otherwise surface as the adaptive solver's "maximum number of steps" error."""
+    return check_finite("x", check_float_array("x", x, batch=True, min_ndim=2))
 
 
 def _check_options(key, num_probes, probe, steps, rtol, atol, max_steps, solver):
@@ -231,7 +235,8 @@ def log_likelihood(
 
     - `denoiser`: `denoiser(x, sigma) -> E[x_0 | x]` (batched `x`, scalar `sigma`), or a
       `(fn, params)` pair; samples must not interact (the divergence is taken per sample).
-    - `x`: points, shape `(batch, ...)`.
+    - `x`: points, shape `(batch, ...)`, finite: a NaN or inf in a concrete `x` is a
+      `ValueError`; in a traced one (under an outer `jit`) an error when the program runs.
     - `sigma_min`, `sigma_max`: the noise levels at the two ends, `0 < sigma_min < sigma_max`.
     - `key`: `None` for the exact divergence (`d` Jacobian-vector products per evaluation, the
       batch sharing them; cheap for low `d`), or a PRNG key for the Skilling–Hutchinson
@@ -293,7 +298,8 @@ def log_likelihood_process(
     `t_min` up to `t_max` with its divergence `d f(t) - g(t)^2 div score / 2`, and the prior
     $\mathcal N(0, (s(t_{max})\sigma(t_{max}))^2 I)$ at `t_max`.
 
-    `x` lives in process space at `t_min` (data units times `s(t_min)`); `t_min` defaults to
+    `x` lives in process space at `t_min` (data units times `s(t_min)`) and must be finite
+    (as for `log_likelihood`); `t_min` defaults to
     `process.t_min` (Song et al. evaluate likelihoods at `t_min = 1e-5`), `t_max` to
     `process.t_max`. The divergence options (`key`, `num_probes`, `probe`) and the solver
     options are those of `log_likelihood`. (The old order `log_likelihood_process(score,
@@ -356,7 +362,8 @@ def log_likelihood_flow(
     `velocity(x, t)` is a flow-matching network or any velocity field (e.g.
     `flow.velocity_from_denoiser(D)`, `gm.process_velocity(flow)`); `flow` a
     `jaxdiff.RectifiedFlow`, `TrigFlow` or `AffineFlow` (t = 0 data, t = 1 noise). The
-    divergence and solver options are those of `log_likelihood`.
+    divergence and solver options, and the finiteness check of `x`, are those of
+    `log_likelihood`.
 
     **Returns:** `LikelihoodResult(log_p, prior_log_p, delta_log_p, x_T, nfe, num_steps)`,
     `log_p` in nats per sample, shape `(batch,)`.

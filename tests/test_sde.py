@@ -273,7 +273,7 @@ def test_bad_shapes_and_paths():
         jd.solve_sde(OU, jnp.ones(3), jnp.array([0.0, 1.0]), brownian=bm, dt=0.1, solver="srk")
     with pytest.raises(TypeError, match="brownian must be a diffrax Brownian path"):
         jd.solve_sde(OU, jnp.ones(3), jnp.array([0.0, 1.0]), brownian=jr.key(0), dt=0.1)
-    with pytest.raises(TypeError, match="x0 must hold floating-point"):
+    with pytest.raises(TypeError, match="x0 must hold real floating-point"):
         jd.solve_sde(OU, jnp.ones(3, int), jnp.array([0.0, 1.0]), key=jr.key(0), dt=0.1)
     with pytest.raises(ValueError, match="ts must be concrete"):
         jax.jit(lambda ts: jd.solve_sde(OU, jnp.ones(3), ts, key=jr.key(0), dt=0.1))(

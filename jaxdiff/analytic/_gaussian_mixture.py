@@ -13,7 +13,7 @@ import numpy as np
 from jax.scipy.special import logsumexp, ndtr
 from jax.typing import ArrayLike
 
-from .._checks import check_count, is_traced
+from .._checks import check_count, check_nonnegative, is_traced
 from ..processes import AbstractFlow
 
 __all__ = ["GaussianMixture", "ProcessScore"]
@@ -96,6 +96,8 @@ class GaussianMixture(eqx.Module):
     pytree leaves: pass it to a jitted function as an argument and another mixture of the same
     shape and dtype reuses the compiled program. Results come in the promoted dtype of the
     input and the mixture (float32 in, float32 out for a float32 mixture); sigma is cast to it.
+    Every noise level ``sigma`` must be ``>= 0`` (``inf`` included: pure noise); a concrete
+    negative or NaN sigma is a ``ValueError``, a traced one (inside ``jit``) is not checked.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -233,6 +235,7 @@ class GaussianMixture(eqx.Module):
         sigma comes as a Python float, a numpy scalar or an array: one compilation, not three.
         """
         x = self._check_x(x)
+        check_nonnegative("sigma", sigma)
         return x, _cast(sigma, x.dtype)
 
     # ------------------------------------------------------------------ densities
@@ -311,6 +314,7 @@ class GaussianMixture(eqx.Module):
         u = jnp.asarray(u)
         if u.shape != (self.dim,):
             raise ValueError(f"u must have shape (d,) = ({self.dim},); got {u.shape}")
+        check_nonnegative("sigma", sigma)
         dtype = jnp.result_type(u, z, self.means)
         return _cdf_projected(self, _cast(u, dtype), _cast(z, dtype), _cast(sigma, dtype))
 
@@ -335,12 +339,14 @@ class GaussianMixture(eqx.Module):
         Returns:
             The covariance matrix, shape (d, d).
         """
+        check_nonnegative("sigma", sigma)
         return _covariance(self, _cast(sigma, self.means.dtype))
 
     # ------------------------------------------------------------------ sampling
 
     def _sample(self, key: jax.Array, n: Any, sigma: ArrayLike) -> jax.Array:
         n = check_count("n", n, minimum=0)
+        check_nonnegative("sigma", sigma)
         return _sample(self, key, _cast(sigma, self.means.dtype), n)
 
     def sample(self, key: jax.Array, n: int) -> jax.Array:

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from .._checks import check_callable, check_instance, is_traced
+from .._checks import check_callable, check_float_array, check_instance, check_key, is_traced
 from ..sde import SDE
 
 
@@ -42,7 +42,11 @@ class AbstractProcess(eqx.Module):
 
     @abc.abstractmethod
     def t_of_sigma(self, sigma):
-        """The inverse of `sigma(t)`."""
+        """The inverse of `sigma(t)`, for `sigma >= 0` (a scalar or an array; `inf` is the
+        end of a process that reaches pure noise). A concrete negative (or NaN) `sigma` is a
+        `ValueError` (every jaxdiff process checks with `jaxdiff._checks.check_nonnegative`
+        first); a traced one (inside `jit`, `vmap`, `grad`) cannot be checked and gives an
+        unspecified value."""
 
     def log_scale(self, t):
         """`log s(t)`."""
@@ -98,10 +102,12 @@ class AbstractProcess(eqx.Module):
     def perturb(self, key, x0, t):
         """A sample of `x_t | x_0`: `s(t) (x_0 + sigma(t) eps)`.
 
-        `t` is a scalar or one time per sample (shape `(batch,)`, broadcast over the trailing
-        axes of `x0`).
+        `key` is one PRNG key, `x0` a floating-point array (its dtype is the noise's and the
+        result's), `t` a scalar or one time per sample (shape `(batch,)`, broadcast over the
+        trailing axes of `x0`).
         """
-        x0 = jnp.asarray(x0)
+        check_key(key)
+        x0 = check_float_array("x0", x0)
         t = jnp.asarray(t, dtype=x0.dtype)
         if (
             not is_traced(t)

@@ -6,7 +6,7 @@ import math
 
 import jax.numpy as jnp
 
-from .._checks import check_range
+from .._checks import check_nonnegative, check_number, check_range, is_traced
 from ._base import AbstractProcess
 
 
@@ -28,10 +28,11 @@ class CosineVP(AbstractProcess):
     t_max: float = 0.9946
 
     def __check_init__(self):
-        if not 0 <= float(self.s) < 1:
-            raise ValueError(f"s must lie in [0, 1), got {self.s}")
+        s = check_number("s", self.s)
+        if s is not None and not 0 <= s < 1:
+            raise ValueError(f"s must lie in [0, 1), got {s}")
         check_range("t_min", self.t_min, "t_max", self.t_max, allow_zero=True)
-        if float(self.t_max) >= 1:
+        if not is_traced(self.t_max) and float(self.t_max) >= 1:
             raise ValueError(f"t_max must be < 1 (sigma is infinite at t = 1), got {self.t_max}")
 
     def _phi0(self):
@@ -57,6 +58,7 @@ class CosineVP(AbstractProcess):
         return jnp.sqrt(self.sigma_sq(t))
 
     def t_of_sigma(self, sigma):
+        check_nonnegative("sigma", sigma)
         phi0 = self._phi0()
         # cos(phi) = cos(phi0) / sqrt(1 + sigma^2)
         #   =>  phi = atan2(sqrt(sigma^2 + sin^2 phi0), cos phi0)

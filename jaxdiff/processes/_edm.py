@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from .._checks import check_range
+from .._checks import check_nonnegative, check_range
 from ._base import AbstractProcess
 
 
@@ -44,4 +44,5 @@ class EDM(AbstractProcess):
         return jnp.asarray(t, dtype=jnp.result_type(t, float)) ** 2
 
     def t_of_sigma(self, sigma):
+        check_nonnegative("sigma", sigma)
         return jnp.asarray(sigma, dtype=jnp.result_type(sigma, float))

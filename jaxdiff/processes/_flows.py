@@ -31,7 +31,14 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._checks import check_callable, check_count, check_number, check_range, is_traced
+from .._checks import (
+    check_callable,
+    check_count,
+    check_nonnegative,
+    check_number,
+    check_range,
+    is_traced,
+)
 from ..sde import SDE
 from ._base import AbstractProcess, process_input
 
@@ -209,6 +216,7 @@ class AffineFlow(AbstractFlow):
         return self.beta_fn(t)
 
     def t_of_sigma(self, sigma):
+        check_nonnegative("sigma", sigma)
         sigma = _as_float(sigma)
         log_sigma = jnp.log(sigma)
 
@@ -250,6 +258,7 @@ class RectifiedFlow(AbstractFlow):
         return t / (1 - t)
 
     def t_of_sigma(self, sigma):
+        check_nonnegative("sigma", sigma)
         # 1 / (1 + 1/sigma): exact at sigma = 0 (t = 0) and sigma = inf (t = 1)
         return 1 / (1 + 1 / _as_float(sigma))
 
@@ -274,6 +283,7 @@ class TrigFlow(AbstractFlow):
         return self.beta(t) / self.alpha(t)
 
     def t_of_sigma(self, sigma):
+        check_nonnegative("sigma", sigma)
         return jnp.arctan(_as_float(sigma)) * (2 / math.pi)
 
 

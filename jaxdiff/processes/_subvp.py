@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from .._checks import check_nonnegative
 from ._vp import AbstractLinearBeta, t_of_integrated_beta
 
 
@@ -23,4 +24,5 @@ class SubVP(AbstractLinearBeta):
         return 2.0 * jnp.sinh(0.5 * self._b(t))
 
     def t_of_sigma(self, sigma):
+        check_nonnegative("sigma", sigma)
         return t_of_integrated_beta(2.0 * jnp.arcsinh(0.5 * sigma), self.beta_min, self.beta_max)

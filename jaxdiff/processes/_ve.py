@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from .._checks import check_range
+from .._checks import check_nonnegative, check_range
 from ._base import AbstractProcess
 
 
@@ -37,4 +37,5 @@ class VE(AbstractProcess):
         return self.sigma_min * jnp.exp(t * jnp.log(self.sigma_max / self.sigma_min))
 
     def t_of_sigma(self, sigma):
+        check_nonnegative("sigma", sigma)
         return jnp.log(sigma / self.sigma_min) / jnp.log(self.sigma_max / self.sigma_min)

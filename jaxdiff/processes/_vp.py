@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from .._checks import check_positive, check_range, is_traced
+from .._checks import check_nonnegative, check_positive, check_range, is_traced
 from ._base import AbstractProcess
 
 
@@ -70,4 +70,5 @@ class VP(AbstractLinearBeta):
         return jnp.sqrt(jnp.expm1(self._b(t)))
 
     def t_of_sigma(self, sigma):
+        check_nonnegative("sigma", sigma)
         return t_of_integrated_beta(jnp.log1p(sigma**2), self.beta_min, self.beta_max)

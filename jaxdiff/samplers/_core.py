@@ -14,6 +14,7 @@ from .. import _fixed_grid as fixed_grid
 from .._checks import (
     check_float_array,
     check_grid,
+    check_grid_at_runtime,
     check_model,
     check_model_output,
     is_traced,
@@ -34,6 +35,7 @@ def sample(
     key: jax.Array | None = None,
     return_trajectory: bool = False,
     callback: Callable[[dict], Any] | None = None,
+    checks: bool = False,
 ):
     r"""Sample by running `solver` over a decreasing sigma grid that ends at 0.
 
@@ -71,12 +73,22 @@ def sample(
     - `return_trajectory`: also return `x` at every sigma, shape `(n + 1, *x.shape)`.
     - `callback`: called on the host after every step with a dict (`i`, `sigma`,
       `sigma_next`, `x`, `denoised`); a host sync per step, for inspection only.
+    - `checks`: opt-in runtime checks for a grid traced by an outer `jax.jit`, whose values
+      cannot be checked here (an increasing grid, or one that does not end at 0, would
+      otherwise give NaN or wrong samples silently): with `checks=True` the compiled program
+      raises (`equinox.error_if`) when the traced grid is not strictly decreasing or does not
+      end at 0. It costs one reduction over the grid, before the step loop. A concrete grid is
+      always checked at the call (a `ValueError` naming what is wrong: not 1-D, not finite,
+      not decreasing, not ending at 0, `inf` other than first), so `checks` changes nothing
+      for it; a traced grid that starts at `inf` always raises at run time.
 
     **Returns:** the sample at sigma = 0, or with `return_trajectory` a `SampleResult(x,
     trajectory)` (a named tuple: `x, trajectory = ...` unpacks it).
     """
     solver = resolve_sampler(solver)
     sigmas = check_grid(sigmas, name="sigmas", unit="sigma", infinite_start=True)
+    if checks and is_traced(sigmas):
+        sigmas = check_grid_at_runtime(sigmas, name="sigmas", unit="sigma")
     x = check_float_array("x", x)
     denoiser = check_model("denoiser", denoiser, "denoiser(x, sigma)")
     key = check_run_options(

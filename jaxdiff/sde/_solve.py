@@ -151,19 +151,32 @@ def _abstract_outputs(sde: SDE, t0, x0, args):
     return sde.drift(t0, x0, args), (None if sde.is_ode else sde.diffusion(t0, x0, args))
 
 
+# the state dtypes solve_sde takes (real floating point)
+_STATE_DTYPES = ("bfloat16", "float16", "float32", "float64")
+
+
 def _check_leaves(sde: SDE, x0):
+    """x0 holds at least one array, all real floating point of an accepted dtype; returns the
+    dtype of time: the leaves' common dtype, at least float32 (a float16 or bfloat16 state must
+    not get a float16 step grid)."""
     leaves = jtu.tree_leaves(x0)
     if not leaves:
-        raise ValueError("x0 must contain at least one array")
+        raise ValueError(
+            f"x0 must be an array or a pytree with at least one array, got an empty "
+            f"{type(x0).__name__}"
+        )
+    accepted = ", ".join(_STATE_DTYPES[:-1]) + " or " + _STATE_DTYPES[-1]
     for leaf in leaves:
-        if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.floating) or dtype.name not in _STATE_DTYPES:
             raise TypeError(
-                f"x0 must hold floating-point arrays, got dtype {jnp.result_type(leaf)}"
+                f"x0 must hold real floating-point arrays ({accepted}), got dtype {dtype}"
             )
     if sde.noise != "diagonal" and not sde.is_ode and len(leaves) != 1:
         raise TypeError(
             f"noise={sde.noise!r} takes a single-array state x0; use noise='diagonal' for pytrees"
         )
+    return jnp.promote_types(jnp.result_type(*leaves), jnp.float32)
 
 
 def _check_state(sde: SDE, x0, t0, args):
@@ -255,10 +268,15 @@ def solve_sde(
     **Arguments:**
 
     - `sde`: a `jaxdiff.SDE` (zero diffusion: an ODE, solved without noise).
-    - `x0`: the state at `ts[0]`, an array or a pytree of arrays (diagonal noise).
+    - `x0`: the state at `ts[0]`, an array or a pytree of arrays (diagonal noise), of dtype
+      bfloat16, float16, float32 or float64. The solution has the dtype of `x0` (leaf by
+      leaf); a half-precision state is solved with float32 time and arithmetic (diffrax
+      computes in the dtype of time, and a float16 step grid cannot resolve fine steps) and
+      returned in its own dtype.
     - `ts`: 1-D, strictly increasing, or strictly decreasing for reverse-time solves.
-    - `key`: PRNG key; without `brownian`, the noise is drawn step by step on the grid
-      (fast, no storage; different `dt` give unrelated paths).
+    - `key`: one PRNG key (`jax.random.key(seed)`, or a raw `uint32[2]`; for a batch of
+      solves, `jax.vmap` over keys); without `brownian`, the noise is drawn step by step on
+      the grid (fast, no storage; different `dt` give unrelated paths).
     - `brownian`: any diffrax Brownian path (`jaxdiff.brownian_tree(...)`,
       `diffrax.VirtualBrownianTree`), so that several solves share one path.
     - `dt`: the largest step size, `> 0` whatever the direction of `ts`.
@@ -284,13 +302,18 @@ def solve_sde(
     # strong dtypes: a weakly typed x0 (e.g. jnp.full(n, 2.0)) would compile a second program
     x0 = jtu.tree_map(lambda x: jnp.asarray(x, dtype=jnp.result_type(x)), x0)
     solver = resolve_solver(solver, sde)
-    # time in at least float32 (a bfloat16 state must not get a bfloat16 step grid)
-    time_dtype = jnp.promote_types(jnp.result_type(*jtu.tree_leaves(x0)), jnp.float32)
-    _check_leaves(sde, x0)
+    # time in at least float32; the solution is cast back to x0's dtypes in _solve
+    time_dtype = _check_leaves(sde, x0)
 
     reverse = ts_np[-1] < ts_np[0]
     grid_np = step_grid(ts_np, dt)
-    if np.any(np.diff(np.asarray(grid_np, time_dtype)) == 0):
+    grid_cast = np.asarray(grid_np, time_dtype)
+    if not np.all(np.isfinite(grid_cast)):
+        raise ValueError(
+            f"ts spans [{ts_np.min()}, {ts_np.max()}], beyond the range of "
+            f"{jnp.dtype(time_dtype).name}, the dtype of time; use a float64 state"
+        )
+    if np.any(np.diff(grid_cast) == 0):
         raise ValueError(
             f"dt={dt} is too small for ts in {jnp.dtype(time_dtype).name}: steps collapse to "
             "equal times; use a larger dt or a float64 state"
@@ -298,6 +321,8 @@ def solve_sde(
     if reverse:
         # Solve forward in tau = -t (see time_reversed).
         sde, grid_np, ts_np = time_reversed(sde), -grid_np, -ts_np
+    if key is not None:
+        check_key(key)  # one key: vmap over keys for a batch of solves
     path = None
     if not sde.is_ode:
         if brownian is None and key is None:
@@ -310,7 +335,6 @@ def solve_sde(
             _check_brownian(brownian, sde, x0, -ts_np if reverse else ts_np, solver)
             path = _ReversedBrownianPath(brownian) if reverse else brownian
         else:
-            check_key(key)  # one key: vmap over keys for a batch of solves
             levy = dfx.SpaceTimeLevyArea if needs_levy_area(solver) else dfx.BrownianIncrement
             path = GridBrownianPath(
                 jnp.asarray(grid_np, time_dtype), key, sde.noise_shape(x0), levy
@@ -356,4 +380,5 @@ def _solve(sde, x0, grid, ts, path, solver, args, stratonovich, adjoint):
         adjoint=adjoint,
         throw=False,
     )
-    return sol.ys
+    # back to x0's dtypes (a half-precision state was promoted to the float32 time)
+    return jtu.tree_map(lambda y, x: y.astype(x.dtype), sol.ys, x0)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._checks import check_count
+from .._checks import check_count, check_key
 
 __all__ = [
     "DATASETS",
@@ -130,6 +130,7 @@ def toy(name: str, n: int, key: jax.Array) -> jax.Array:
     if name not in _TOY_FNS:
         raise ValueError(f"unknown toy {name!r}; expected one of {', '.join(TOYS)}")
     n = check_count("n", n)
+    check_key(key)
     return _toy(name, n, key)
 
 
@@ -201,13 +202,16 @@ def load_dataset(
     Arguments:
         name_or_path: a toy ("ring", "swissroll", "moons", "checkerboard"), "digits", or the
             path of a ``.npy`` file (see `load_npy`).
-        key: the key that draws a toy's samples; defaults to ``jax.random.key(0)``. Unused for
-            the digits and for files.
+        key: the key that draws a toy's samples (one `jax.random` key, e.g.
+            ``jax.random.key(seed)``; an int seed is a `TypeError`); defaults to
+            ``jax.random.key(0)``. Unused for the digits and for files, but checked alike.
         n: the number of samples of a toy.
 
     Returns:
         A `Dataset`; only the digits carry labels.
     """
+    if key is not None:
+        check_key(key)
     name = os.fspath(name_or_path)
     if name in TOYS:
         key = jax.random.key(0) if key is None else key
@@ -234,6 +238,7 @@ def split(dataset: Dataset, fraction: float, key: jax.Array) -> tuple[Dataset, D
     Returns:
         ``(train, held_out)``, two datasets of the same name and kind.
     """
+    check_key(key)
     fraction = float(fraction)
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must be in (0, 1); got {fraction}")
