@@ -17,6 +17,7 @@ from jaxdiff.samplers._lms import lms_coefficients
 
 S = jd.samplers
 EULER_LIKE = 1e-9  # float64 peer tolerance (measured agreement: <= 1e-12 relative)
+_HEUN_3M = functools.partial(S.DPMpp3M, solver_type="heun")  # k-diffusion's warm-up step
 
 
 def _peer(sampler, kd_name, n=10, **kd_kwargs):
@@ -36,11 +37,13 @@ def _peer(sampler, kd_name, n=10, **kd_kwargs):
         (S.LMS(order=2), "sample_lms", 3, {"order": 2}),
         (S.DPMpp2M(), "sample_dpmpp_2m", 10, {}),
         (S.DPMpp2M(lower_order_final=False), "sample_dpmpp_2m", 10, {}),
-        # k-diffusion has no lower_order_final: below 15 steps it equals the option off ...
-        (S.DPMpp3M(lower_order_final=False), "sample_dpmpp_3m_sde", 10, {"eta": 0.0}),
-        (S.DPMpp3M(lower_order_final=False), "sample_dpmpp_3m_sde", 3, {"eta": 0.0}),
-        # ... and from 15 steps on the default equals it too
-        (S.DPMpp3M(), "sample_dpmpp_3m_sde", 15, {"eta": 0.0}),
+        # k-diffusion's 3M takes its warm-up step in the heun form (DPMpp3M's default is the
+        # midpoint form since 0.4.0: tests/test_sampler_variants.py) and has no
+        # lower_order_final: below 15 steps it equals the option off ...
+        (_HEUN_3M(lower_order_final=False), "sample_dpmpp_3m_sde", 10, {"eta": 0.0}),
+        (_HEUN_3M(lower_order_final=False), "sample_dpmpp_3m_sde", 3, {"eta": 0.0}),
+        # ... and from 15 steps on the option on equals it too
+        (_HEUN_3M(), "sample_dpmpp_3m_sde", 15, {"eta": 0.0}),
     ],
     ids=lambda v: repr(v) if not isinstance(v, dict) else None,
 )
@@ -50,9 +53,10 @@ def test_peer_kdiffusion(kdiffusion, x64, sampler, kd_name, n, kd_kwargs):
 
 
 def test_dpmpp_3m_lower_order_final_on_short_grids(kdiffusion, x64):
-    # default (DPM-Solver++/diffusers): the step before the last is second order below 15
-    # steps, so on 10 Karras steps it differs from k-diffusion (which equals the option off)
-    ours, theirs = _peer(S.DPMpp3M(), "sample_dpmpp_3m_sde", 10, eta=0.0)
+    # lower_order_final (DPM-Solver++/diffusers): the step before the last is second order
+    # below 15 steps, so on 10 Karras steps it differs from k-diffusion (which equals the
+    # option off)
+    ours, theirs = _peer(_HEUN_3M(), "sample_dpmpp_3m_sde", 10, eta=0.0)
     assert np.max(np.abs(ours - theirs)) > 1e-3
 
 

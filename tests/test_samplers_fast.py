@@ -1,8 +1,9 @@
-"""The fast deterministic multistep solvers: iPNDM, DEIS (tAB) and UniPC.
+"""The fast deterministic multistep solvers: iPNDM, DEIS (log-rho and rho-AB) and UniPC.
 
 Oracles: a plain numpy loop of iPNDM's four formulas; a literal numpy port of the official
-UniPC loop (`multistep_uni_pc_bh_update`, data prediction); DEIS reduces to iPNDM's fixed
-coefficients on an equal-step grid; local errors from an exact history on a single Gaussian
+UniPC loop (`multistep_uni_pc_bh_update`, data prediction); rho-AB DEIS reduces to iPNDM's
+fixed coefficients on an equal-step grid (log-rho DEIS against diffusers:
+test_sampler_variants.py); local errors from an exact history on a single Gaussian
 (closed-form trajectory); fitted orders on the PF-ODE; NFE counts; accuracy at NFE 10.
 """
 
@@ -121,21 +122,35 @@ def test_unipc_matches_official_port(x64, n, order, variant, lof):
 
 
 def test_deis_equal_steps_is_adams_bashforth(x64):
-    # on a grid with equal steps in sigma, tAB coefficients are the fixed AB ones (iPNDM)
+    # on a grid with equal steps in sigma, rho-AB coefficients are the fixed AB ones (iPNDM)
+    # (the rho variant, the default before 0.4.0; log-rho interpolates in log sigma)
     gm = jd.analytic.ring()
     x = 3 * jr.normal(jr.key(0), (32, 2))
     sigmas = np.append(np.linspace(3.0, 0.5, 9), 0.0)
     for order in [3, 4]:
-        deis = jd.sample(gm.denoiser, x, sigmas, solver=S.DEIS(order=order))
+        deis = jd.sample(gm.denoiser, x, sigmas, solver=S.DEIS(order=order, variant="rho"))
         ipndm = jd.sample(gm.denoiser, x, sigmas, solver=S.IPNDM(order=order))
         np.testing.assert_allclose(deis, ipndm, rtol=1e-11, atol=1e-11)
 
 
+_H_LARGE, _H_SMALL = (0.04, 0.02, 0.01), (0.01, 0.005, 0.0025)
+
+
 @pytest.mark.parametrize(
-    ("sampler", "ratio", "order"),
-    [(S.IPNDM(), 1.0, 4), (S.DEIS(order=3), 0.9, 3), (S.DEIS(order=4), 0.9, 4)],
+    ("sampler", "ratio", "order", "hs"),
+    [
+        (S.IPNDM(), 1.0, 4, _H_LARGE),
+        (S.DEIS(order=3, variant="rho"), 0.9, 3, _H_LARGE),
+        (S.DEIS(order=4, variant="rho"), 0.9, 4, _H_LARGE),
+        # log-rho (the default since 0.4.0) reaches its asymptotic order later: local slopes
+        # 4.83, 4.47, 4.25, 4.13, 4.07 (order 3) and 5.58 .. 5.03 (order 4) from h = 0.08
+        # down to 0.0025, so it is fitted on the smaller steps
+        (S.DEIS(order=3), 0.9, 3, _H_SMALL),
+        (S.DEIS(order=4), 0.9, 4, _H_SMALL),
+    ],
+    ids=repr,
 )
-def test_local_error_from_exact_history(x64, sampler, ratio, order):
+def test_local_error_from_exact_history(x64, sampler, ratio, order, hs):
     # One step after the warm start, fed the exact past slopes, on a single Gaussian
     # N(0, s^2) whose PF-ODE trajectory is x(sigma) = x_T sqrt(s^2 + sigma^2)/sqrt(s^2 + T^2):
     # the local error of an order-p multistep method is O(h^(p+1)). iPNDM's fixed
@@ -147,7 +162,7 @@ def test_local_error_from_exact_history(x64, sampler, ratio, order):
     def exact(sigma):
         return x_t * jnp.sqrt(s2 + sigma**2) / jnp.sqrt(s2 + 1.0)
 
-    errs, hs = [], [0.04, 0.02, 0.01]
+    errs = []
     for h in hs:
         steps = h * ratio ** jnp.arange(order)[::-1]  # the newest step is h
         sigmas = jnp.concatenate([jnp.array([1.0]), 1.0 - jnp.cumsum(steps)])
@@ -170,14 +185,16 @@ def test_local_error_from_exact_history(x64, sampler, ratio, order):
         # asymptotically (measured 3.1, 2.5, 2.2, 2.1, 2.05 between n = 8 .. 256)
         (S.IPNDM(), 2.25),
         # DEIS-3: variable-step AB3 is order 3, but the warm start (an Euler first step with an
-        # O(h^2) error that is not amplified by later steps) makes it order 2 in the limit
-        # (2.4, 2.5, 2.5, 2.3, 2.2 between n = 8 .. 256; from sigma 80 it tends to 3)
-        (S.DEIS(), 2.46),
+        # O(h^2) error that is not amplified by later steps) makes it order 2 in the limit;
+        # rho: 2.4, 2.5, 2.5, 2.3, 2.2 between n = 8 .. 256 (from sigma 80 it tends to 3);
+        # log-rho (the default since 0.4.0): 2.5, 2.4, 2.2, 2.1, 2.05
+        (S.DEIS(variant="rho"), 2.46),
+        (S.DEIS(), 2.24),
         # UniPC-3 (UniP-3 + UniC) is order 3 after its warm start (which has UniC too)
         # (bh1: 3.29)
         (S.UniPC(order=3), 3.34),
     ],
-    ids=["IPNDM", "DEIS", "UniPC3"],
+    ids=["IPNDM", "DEIS-rho", "DEIS", "UniPC3"],
 )
 def test_convergence_order(x64, sampler, measured):
     from jaxdiff_test_utils import order_of_convergence

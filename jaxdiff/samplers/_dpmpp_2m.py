@@ -16,8 +16,15 @@ class DPMpp2M(AbstractSampler):
     \Big[\big(1 + \tfrac{1}{2r}\big) D_i - \tfrac{1}{2r} D_{i-1}\Big].$$
 
     Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic
-    Models", Alg. 2; k-diffusion's `sample_dpmpp_2m`. The first step (no history) is first
-    order (DDIM); so is the last step, to sigma = 0, where the update is `x -> D` (the
+    Models", Alg. 2; k-diffusion's `sample_dpmpp_2m`. With $d_1 = (D_i - D_{i-1}) / r$ it is
+    $x_{i+1} = \frac{\sigma_{i+1}}{\sigma_i} x_i - (e^{-h} - 1) D_i - \tfrac12 (e^{-h} - 1) d_1$,
+    the "midpoint" form: the official code's `solver_type="dpmsolver"` and diffusers'
+    `DPMSolverMultistepScheduler(solver_order=2)` with its default `solver_type="midpoint"`,
+    which equals this sampler on the same grid (to rounding in float64). diffusers'
+    `solver_type="heun"` (the official `"taylor"`: $+\varphi_2 d_1$ with
+    $\varphi_2 = (e^{-h} - 1)/h + 1$ instead of $-\tfrac12 (e^{-h} - 1) d_1$) is a different
+    second-order method, which `DPMpp3M(solver_type="heun")` uses. The first step (no history)
+    is first order (DDIM); so is the last step, to sigma = 0, where the update is `x -> D` (the
     second-order term diverges as sigma_next -> 0, so every implementation takes it first order).
     Order 2; 1 denoiser evaluation per step (NFE = steps).
 
