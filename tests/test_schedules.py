@@ -45,7 +45,9 @@ def test_discovery_finds_every_schedule():
     # the public names: the schedules, their list, optimize with its result, the flow grids
     flows = {*S.FLOW_SCHEDULES, "FLOW_SCHEDULES", "flux", "flux_mu", "flow_times", "flow_sigmas"}
     flows.add("tuned_flow")
-    assert set(S.__all__) == {*S.SCHEDULES, "SCHEDULES", "optimize", "OptimizedSchedule", *flows}
+    discrete = {"discrete", "discrete_timesteps", "rescale_zero_terminal_snr", "SPACINGS"}
+    expected = {*S.SCHEDULES, "SCHEDULES", "optimize", "OptimizedSchedule", *flows, *discrete}
+    assert set(S.__all__) == expected
 
 
 # -- the contract -----------------------------------------------------------------------------

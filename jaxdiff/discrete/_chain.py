@@ -27,18 +27,33 @@ def check_betas(betas, name: str = "betas") -> jax.Array:
     return check_alpha_bars(betas, name, decreasing=False)
 
 
-def check_alpha_bars(alpha_bars, name: str = "alpha_bars", *, decreasing: bool = True):
+def check_alpha_bars(
+    alpha_bars, name: str = "alpha_bars", *, decreasing: bool = True, zero_terminal: bool = False
+):
     """A non-empty 1-D floating array in `(0, 1)`, strictly decreasing unless `decreasing` is
-    False (the values checked when concrete)."""
+    False (the values checked when concrete); with `zero_terminal`, the last entry may be `0`
+    (a zero-terminal-SNR table, Lin et al. 2024)."""
     ab = check_float_array(name, alpha_bars)
     if ab.ndim != 1 or ab.shape[0] == 0:
         raise ValueError(f"{name} must be a non-empty 1-D array, got shape {ab.shape}")
     if not is_traced(ab):
         a = np.asarray(ab, np.float64)
-        if not (np.all(a > 0) and np.all(a < 1)):
-            raise ValueError(f"{name} must lie in (0, 1)")
+        head = a[:-1] if zero_terminal and a[-1] == 0 else a
+        if not (np.all(head > 0) and np.all(a < 1)):
+            where = " (the last entry may be 0: zero terminal SNR)" if zero_terminal else ""
+            raise ValueError(f"{name} must lie in (0, 1){where}")
         if decreasing and not np.all(np.diff(a) < 0):
             raise ValueError(f"{name} must be strictly decreasing")
+    return ab
+
+
+def check_table(alphas_cumprod, name: str = "alphas_cumprod") -> jax.Array:
+    """A discrete-time model's table (`jaxdiff.parametrizations.from_discrete`,
+    `jaxdiff.schedules.discrete`): at least 2 entries, strictly decreasing in `(0, 1)`, the last
+    possibly `0` (zero terminal SNR). Values checked when concrete."""
+    ab = check_alpha_bars(alphas_cumprod, name, zero_terminal=True)
+    if ab.shape[0] < 2:
+        raise ValueError(f"{name} must have at least 2 entries, got shape {ab.shape}")
     return ab
 
 

@@ -46,8 +46,15 @@ given last positive time (diffusers' `shift_terminal`). `FLOW_SCHEDULES` names t
 that need only `n` and take a `shift` (`f(n, shift, *, ..., dtype=None)`); `tuned_flow(n)` has
 no shift.
 
+Discrete-time models (DDPM, Stable Diffusion: `jaxdiff.parametrizations.from_discrete`) step
+over their own table's levels: `discrete(alphas_cumprod, n, spacing=...)` is the grid of the
+timesteps diffusers' schedulers pick (`discrete_timesteps`; `SPACINGS`: leading, trailing,
+linspace), and `rescale_zero_terminal_snr(alphas_cumprod)` the zero-terminal-SNR table of
+Lin et al. (2024), whose trailing grids start at `inf`.
+
 The layout: `_closed_form.py` (the closed-form grids), `_flow.py` (the flow grids),
-`_tables.py` (`ays`, `tuned` and their data), `_optimize.py` (`optimize`), `_grid.py` (what
+`_tables.py` (`ays`, `tuned` and their data), `_optimize.py` (`optimize`), `_discrete.py` (the
+discrete-time grids), `_grid.py` (what
 they share); the discrete iDDPM chain behind `iddpm` is `jaxdiff.discrete`'s.
 """
 
@@ -60,6 +67,12 @@ from ._closed_form import (
     logsnr_uniform as logsnr_uniform,
     polyexponential as polyexponential,
     vp as vp,
+)
+from ._discrete import (
+    SPACINGS as SPACINGS,
+    discrete as discrete,
+    discrete_timesteps as discrete_timesteps,
+    rescale_zero_terminal_snr as rescale_zero_terminal_snr,
 )
 from ._flow import (
     FLOW_SCHEDULES as FLOW_SCHEDULES,
@@ -99,4 +112,8 @@ __all__ = [
     "flow_times",
     "flow_sigmas",
     "tuned_flow",
+    "discrete",
+    "discrete_timesteps",
+    "rescale_zero_terminal_snr",
+    "SPACINGS",
 ]
