@@ -17,11 +17,13 @@ from ._dpmpp_sde import DPMppSDE as DPMppSDE
 from ._edm_stochastic import EDMStochastic as EDMStochastic
 from ._euler import Euler as Euler
 from ._euler_ancestral import EulerAncestral as EulerAncestral
+from ._gradient_estimation import GradientEstimation as GradientEstimation
 from ._heun import Heun as Heun
 from ._ipndm import IPNDM as IPNDM
 from ._lms import LMS as LMS
 from ._names import SAMPLERS as SAMPLERS, by_name as by_name
 from ._predictor_corrector import PredictorCorrector as PredictorCorrector
+from ._res_multistep import RESMultistep as RESMultistep
 from ._unipc import UniPC as UniPC
 
 __all__ = [
@@ -44,8 +46,10 @@ __all__ = [
     "EDMStochastic",
     "Euler",
     "EulerAncestral",
+    "GradientEstimation",
     "Heun",
     "PredictorCorrector",
+    "RESMultistep",
     "UniPC",
     "by_name",
     "num_evaluations",

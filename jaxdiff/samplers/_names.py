@@ -21,10 +21,12 @@ from ._dpmpp_sde import DPMppSDE
 from ._edm_stochastic import EDMStochastic
 from ._euler import Euler
 from ._euler_ancestral import EulerAncestral
+from ._gradient_estimation import GradientEstimation
 from ._heun import Heun
 from ._ipndm import IPNDM
 from ._lms import LMS
 from ._predictor_corrector import PredictorCorrector
+from ._res_multistep import RESMultistep
 from ._unipc import UniPC
 
 #: name -> sampler class; k-diffusion's names where it has the sampler.
@@ -48,6 +50,8 @@ SAMPLERS: dict[str, type[AbstractSampler]] = {
     "deis": DEIS,
     "unipc": UniPC,
     "pc": PredictorCorrector,
+    "res_multistep": RESMultistep,
+    "gradient_estimation": GradientEstimation,
 }
 
 
