@@ -1,10 +1,12 @@
 """The package's shape: public surfaces with `__all__`, private implementation modules, imports
 that point down the layers (nothing below the CLI imports it, no import from the bottom of a
-file), and one home for the boundary checks."""
+file), one home for the boundary checks, and a top level that imports its names lazily."""
 
 import ast
 import importlib
 import pkgutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,59 @@ def test_every_import_resolves_lazy_ones_included():
                     except ImportError:
                         broken.append(f"{path.relative_to(ROOT)}:{node.lineno} {alias.name}")
     assert not broken, f"imports of names that do not exist: {broken}"
+
+
+def _type_checking_imports() -> dict[str, str]:
+    """{public name: relative module} of the imports in the ``if TYPE_CHECKING:`` block of
+    jaxdiff/__init__.py (a subpackage maps to itself, ``.sde``)."""
+    tree = ast.parse((ROOT / "__init__.py").read_text())
+    [block] = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+    ]
+    names = {}
+    for node in block.body:
+        assert isinstance(node, ast.ImportFrom) and node.level == 1, ast.unparse(node)
+        for alias in node.names:
+            assert alias.asname == alias.name, ast.unparse(node)  # the re-export idiom
+            names[alias.name] = f".{node.module}" if node.module else f".{alias.name}"
+    return names
+
+
+def test_the_lazy_top_level_matches_its_type_checking_imports():
+    """jaxdiff/__init__.py names each public name twice: in the tables `__getattr__` imports
+    from, and in the imports type checkers read. They must agree, and cover `__all__`."""
+    lazy = dict.fromkeys(jaxdiff._SUBPACKAGES) | jaxdiff._ATTRIBUTES
+    lazy = {name: module or f".{name}" for name, module in lazy.items()}
+    assert lazy == _type_checking_imports()
+    assert set(lazy) == set(jaxdiff.__all__)
+    for name, module in lazy.items():
+        target = importlib.import_module(module, "jaxdiff")
+        expected = target if name in jaxdiff._SUBPACKAGES else getattr(target, name)
+        assert getattr(jaxdiff, name) is expected, name
+    assert set(jaxdiff.__all__) <= set(dir(jaxdiff))
+
+
+def test_import_jaxdiff_imports_neither_jax_nor_a_subpackage():
+    code = """if True:
+        import sys
+        import jaxdiff
+        assert jaxdiff.__version__
+        loaded = sorted(m for m in sys.modules if m == "jax" or m.startswith("jaxdiff."))
+        assert not loaded, loaded
+        # on first access, each from its module
+        from jaxdiff import sample
+        from jaxdiff.samplers._core import sample as core_sample
+        assert sample is core_sample and jaxdiff.samplers.Heun
+        namespace = {}
+        exec("from jaxdiff import *", namespace)
+        assert set(jaxdiff.__all__) <= set(namespace)
+        try:
+            jaxdiff.no_such_name
+        except AttributeError as err:
+            assert "no_such_name" in str(err)
+        else:
+            raise AssertionError("no AttributeError")
+    """
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -9,10 +9,12 @@ from pathlib import Path
 
 from ._common import (
     fail,
+    fail_write,
     int_at_least,
-    output_dir_problem,
+    results_dir_problem,
     seed,
 )
+from ._output import atomic_directory
 
 NAME = "bench"
 HELP = "benchmark samplers x schedules x NFE on exact problems (error vs NFE, wall time)"
@@ -129,6 +131,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    problem = results_dir_problem(out)
+    if problem:
+        return fail(NAME, problem)
+
     import jax
     from tqdm.auto import tqdm
 
@@ -147,17 +154,20 @@ def run(args: argparse.Namespace) -> int:
     samples = args.samples or quick.get("samples")
     ref_steps = args.ref_steps or quick.get("ref_steps", 500)
     diffrax = args.diffrax or quick.get("diffrax", ["heun", "tsit5"])
-    out = Path(args.out)
-    problem = output_dir_problem(out)
-    if problem:
-        return fail(NAME, problem)
     t0 = time.perf_counter()
     try:
         with jax.enable_x64(True):
             probs = [jb.problem(p, num_samples=samples, process=args.process) for p in problems]
         if args.ckpt is not None:
             probs.append(jb.checkpoint_problem(args.ckpt, num_samples=samples or 256))
-        bar = tqdm(total=1, unit="solve", desc="jaxdiff bench", file=sys.stderr)
+        bar = tqdm(
+            total=1,
+            unit="solve",
+            desc="jaxdiff bench",
+            file=sys.stderr,
+            disable=None,  # off when stderr is not a terminal (a log, a test)
+            leave=False,  # cleared at the end: stderr keeps only a failure's one line
+        )
 
         def progress(done, total, label):
             bar.total = total
@@ -186,9 +196,15 @@ def run(args: argparse.Namespace) -> int:
     result.notes.append(f"total wall time {elapsed:.0f} s")
     header = ["# jaxdiff bench", "", jb.environment()]
     try:
-        paths = jb.write_results(result, out, header=header)
+        # every file is written into a temporary directory in `out` first, and moved into
+        # `out` only when all are written: a full disk leaves the previous results (or none)
+        with atomic_directory(out) as tmp:
+            written = jb.write_results(result, tmp, header=header)
+        paths = [out / p.relative_to(tmp) for p in written]
     except OSError as e:
-        return fail(NAME, f"cannot write to {out}: {e}")
+        return fail_write(NAME, out, e)
+    except ValueError as e:  # no results to write
+        return fail(NAME, str(e))
     print("\n".join(jb.summary_tables(result.rows)))
     print("\n".join(jb.order_table(result.orders)))
     print(f"wrote {', '.join(str(p) for p in paths)} in {elapsed:.0f} s")

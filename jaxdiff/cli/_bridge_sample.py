@@ -21,6 +21,7 @@ from ._common import (
     pyplot,
     seed,
 )
+from ._output import save_arrays, save_figure
 
 NAME = "bridge-sample"
 HELP = "sample a 'jaxdiff bridge-train' run from held-out x_T (DBIM or DDBM) to a PNG or .npy"
@@ -180,9 +181,9 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         if out.suffix.lower() == ".npy":
-            np.save(out, samples)
-            np.save(out.with_suffix(".x_T.npy"), x_T)
-            np.save(out.with_suffix(".x_0.npy"), x0)
+            save_arrays(
+                {out: samples, out.with_suffix(".x_T.npy"): x_T, out.with_suffix(".x_0.npy"): x0}
+            )
         elif config["kind"] == "images":
             plot_digits(out, x_T, samples, x0, title=title)
         else:
@@ -214,8 +215,10 @@ def plot_pairs(path, x_T, samples, x0, *, title=""):
         ax.set_aspect("equal")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def plot_digits(path, x_T, restored, clean, *, title="", cols=16):
@@ -240,5 +243,7 @@ def plot_digits(path, x_T, restored, clean, *, title="", cols=16):
     ax.set_xticks([])
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=110)
+    finally:
+        plt.close(fig)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -93,25 +94,78 @@ def fail(command: str, message: str, status: int = 2) -> int:
     return status
 
 
+def describe_os_error(err: OSError) -> str:
+    """`err` as ``'PATH': REASON`` (``'out/x.npy': No space left on device``): the file it
+    names and the OS's reason, without the ``[Errno N]`` of ``str(err)``."""
+    reason = err.strerror or str(err)
+    paths = [str(p) for p in (err.filename, err.filename2) if p is not None]
+    if not paths:
+        return reason
+    return f"{' -> '.join(repr(p) for p in paths)}: {reason}"
+
+
 def fail_write(command: str, path, err: OSError, status: int = 2) -> int:
-    """`fail` for an output that could not be written."""
-    return fail(command, f"cannot write {str(path)!r}: {err}", status)
+    """`fail` for an output that could not be written: names the file that failed (`err`'s
+    own, e.g. a companion ``.labels.npy``, else `path`) and the OS's reason."""
+    where = err.filename if err.filename is not None else path
+    return fail(command, f"cannot write {str(where)!r}: {err.strerror or err}", status)
+
+
+def _alternatives(suffixes) -> str:
+    """``.png or .npy``; ``.png, .pdf or .svg``."""
+    *first, last = suffixes
+    return f"{', '.join(first)} or {last}" if first else last
 
 
 def missing_directory(path) -> str | None:
-    """The error of an ``--out`` file whose directory does not exist, or None."""
+    """The error of an ``--out`` file whose directory does not exist, or is (under) a file,
+    or None."""
     parent = Path(path).parent
-    if not parent.is_dir():
-        return f"--out: directory {str(parent)!r} does not exist"
+    if parent.is_dir():
+        return None
+    return _not_a_directory(parent) or f"--out: directory {str(parent)!r} does not exist"
+
+
+def _not_a_directory(path: Path) -> str | None:
+    """The error of an ``--out`` at or under an existing file (``a.txt/x.png``), or None."""
+    for ancestor in (path, *path.parents):
+        if ancestor.exists():
+            if ancestor.is_dir():
+                return None
+            return f"--out: {str(ancestor)!r} is a file, not a directory"
+    return None
+
+
+def unwritable_directory(directory) -> str | None:
+    """The error of an output directory in which no file can be created, or None.
+
+    Creates and deletes an empty file there: the one test that sees a read-only file system,
+    a missing permission and root alike (`os.access` looks at the mode bits only, which root
+    bypasses, and knows nothing of read-only mounts). Checked before any work, so that a
+    sampling run does not end in an error it could have had at once."""
+    import os
+
+    try:
+        handle, name = tempfile.mkstemp(dir=directory, prefix=".jaxdiff-probe-")
+    except OSError as err:
+        return f"--out: cannot write in {str(directory)!r}: {err.strerror or err}"
+    os.close(handle)
+    os.unlink(name)
     return None
 
 
 def output_file_problem(path, suffixes=(".png", ".npy")) -> str | None:
-    """Why `path` cannot take a command's output (wrong suffix, missing directory), or None."""
+    """Why `path` cannot take a command's output (wrong suffix, missing or unwritable
+    directory, an existing directory), or None."""
     path = Path(path)
     if path.suffix.lower() not in suffixes:
-        return f"--out must end in {' or '.join(suffixes)}, got {str(path)!r}"
-    return missing_directory(path)
+        return f"--out must end in {_alternatives(suffixes)}, got {str(path)!r}"
+    problem = missing_directory(path)
+    if problem:
+        return problem
+    if path.is_dir():
+        return f"--out {str(path)!r} is a directory"
+    return unwritable_directory(path.parent)
 
 
 def output_dir_problem(path) -> str | None:
@@ -120,6 +174,19 @@ def output_dir_problem(path) -> str | None:
     if path.exists() and not path.is_dir():
         return f"--out {str(path)!r} exists and is not a directory"
     return None
+
+
+def results_dir_problem(path) -> str | None:
+    """Why a command cannot write its results into the directory `path` (`output_dir_problem`,
+    or it is under a file, or the directory it is or will be created in is not writable), or
+    None. (A training run checks its run directory itself: resuming a finished run writes
+    nothing, and may be read-only.)"""
+    path = Path(path)
+    problem = output_dir_problem(path) or _not_a_directory(path)
+    if problem:
+        return problem
+    existing = next(p for p in (path, *path.parents) if p.is_dir())
+    return unwritable_directory(existing)
 
 
 def pyplot():
@@ -189,6 +256,14 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="checkpoints to keep (default: %(default)s)",
     )
     parser.add_argument("--seed", type=seed, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument(
+        "--on-nonfinite",
+        choices=("stop", "continue"),
+        default="stop",
+        help="a non-finite loss stops the run with an error naming the step (stop), or "
+        "training goes on (continue); non-finite weights are never checkpointed "
+        "(default: %(default)s)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -205,41 +280,66 @@ def run_defaults(args, images: bool) -> dict[str, Any]:
 
 def merge_resumed(out, config: dict, args, keys) -> tuple[dict, str | None]:
     """The config of a run in `out`, if there is one, merged with `config` (from the command
-    line): options not given (batch size, learning rate, warm-up) come from the stored run;
-    `keys` must agree. Returns `(config, None)` or `(config, error message)`."""
+    line): options not given (batch size, learning rate, warm-up, width) come from the stored
+    run; `keys` must agree, and a disagreement names the stored and the given values.
+    Returns `(config, None)` or `(config, error message)`."""
     from .. import train as jt
+    from ..train._recipe import with_width_of
 
     if jt.latest_step(out) is None:
         return config, None
     try:
-        resumed = jt.read_config(out)
+        resumed = jt.read_config(out, fallback=True)
     except ValueError as err:
         return config, str(err)
     for name in ("batch_size", "lr", "warmup"):
         if getattr(args, name) is None:
             config[name] = resumed.get(name, config[name])
-    differ = [k for k in keys if resumed.get(k) != config.get(k)]
+    if args.width is None and isinstance(resumed.get("network"), dict):
+        config["network"] = with_width_of(config["network"], resumed["network"])
+    differ = [
+        difference
+        for k in keys
+        if resumed.get(k) != config.get(k)
+        for difference in _differences(k, resumed.get(k), config.get(k))
+    ]
     if differ:
         return config, (
-            f"{str(out)!r} holds a run with other settings ({', '.join(differ)}); "
+            f"{str(out)!r} holds a run with other settings ({'; '.join(differ)}); "
             "use another --out or the same options"
         )
     return resumed | {"warmup": config["warmup"]}, None
 
 
+def _differences(key: str, stored, given) -> list[str]:
+    """``key: stored X, given Y`` for a setting, one per differing entry of a dict."""
+    if isinstance(stored, dict) and isinstance(given, dict):
+        return [
+            f"{key}.{sub}: stored {stored.get(sub)!r}, given {given.get(sub)!r}"
+            for sub in sorted(set(stored) | set(given))
+            if stored.get(sub) != given.get(sub)
+        ]
+    return [f"{key}: stored {stored!r}, given {given!r}"]
+
+
 def progress_bar(steps: int, desc: str, *, quiet: bool):
     """A tqdm bar over `steps` (None when quiet) and the `progress(step, metrics)` callback of
-    `jaxdiff.train.fit` that moves it."""
+    `jaxdiff.train.fit` that moves it (a non-finite loss shows as nan)."""
     bar = None
     if not quiet:
         from tqdm import tqdm
 
-        bar = tqdm(total=steps, desc=desc, unit="step", dynamic_ncols=True)
+        # leave=False: a closed bar clears its line, so an error stays the only line;
+        # disable=None: no bar when stderr is not a terminal (a log file)
+        bar = tqdm(
+            total=steps, desc=desc, unit="step", dynamic_ncols=True, leave=False, disable=None
+        )
 
     def progress(step, metrics):
         if bar is not None:
+            loss = metrics["loss"]
             bar.n = step
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
+            bar.set_postfix(loss="nan" if loss is None else f"{loss:.4f}", refresh=False)
             bar.refresh()
 
     return bar, progress
@@ -291,6 +391,13 @@ def train_and_report(
         )
 
     steps = args.steps
+    if config["warmup"] is not None and config["warmup"] > steps:
+        return fail(name, f"--warmup {config['warmup']} exceeds --steps {steps}")
+    last = jt.latest_step(out)
+    if last is None or last < steps:  # there is work to do: the run directory must take it
+        problem = results_dir_problem(out)
+        if problem:
+            return fail(name, problem)
     warmup = config["warmup"] if config["warmup"] is not None else min(500, steps // 10)
     optimizer = jt.adamw(config["lr"], warmup_steps=warmup, total_steps=steps)
     start = time.perf_counter()
@@ -310,28 +417,52 @@ def train_and_report(
             keep=args.keep,
             config=config,
             progress=progress,
+            on_nonfinite=args.on_nonfinite,
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # jt.TrainingInterrupted, or a forced third Ctrl-C
         if bar is not None:
             bar.close()
-        last = jt.latest_step(out)
-        print(
-            f"jaxdiff {name}: interrupted; last checkpoint at step {last} in {out}", file=sys.stderr
+        signal = getattr(err, "signal", None)
+        newest = getattr(err, "checkpoint", None) if signal else jt.latest_step(out)
+        what = (
+            "terminated (SIGTERM)"
+            if signal is not None and signal.name == "SIGTERM"
+            else ("interrupted")
         )
-        return 130
-    except ValueError as err:  # a CheckpointError of the run being resumed
+        saved = f"last checkpoint at step {newest}" if newest is not None else "no checkpoint"
+        print(f"jaxdiff {name}: {what}; {saved} in {out}", file=sys.stderr)
+        return 143 if what.startswith("terminated") else 130
+    except jt.NonFiniteLossError as err:
+        return fail(
+            name,
+            f"{err} in {out}; lower --lr or rescale the data (--on-nonfinite continue trains on)",
+        )
+    except ValueError as err:  # a CheckpointError: unreadable run, failed save
         return fail(name, str(err))
+    except OSError as err:  # metrics.jsonl on a full or read-only disk
+        return fail_write(name, err.filename or out, err)
     finally:
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - start
+    for step, reason in result.skipped:
+        print(
+            f"skipped the unreadable checkpoint of step {step} ({reason}); "
+            f"set aside as {out / 'checkpoints' / f'{step}.corrupt'}"
+        )
     if result.resumed_from is not None:
         print(f"resumed from step {result.resumed_from} in {out}")
     done = len(result.losses)
     if done:
+        newest = jt.latest_step(out)
+        saved = (
+            f"checkpoint at step {newest}"
+            if newest is not None
+            else "no checkpoint (non-finite weights are not saved)"
+        )
         print(
             f"trained {done} steps in {seconds:.1f} s ({done / seconds:.1f} steps/s); "
-            f"final loss {result.losses[-1]:.4f}; checkpoint at step {steps} in {out}"
+            f"final loss {result.losses[-1]:.4f}; {saved} in {out}"
         )
     else:
         print(f"already at step {result.resumed_from} >= --steps {steps}; nothing to do")

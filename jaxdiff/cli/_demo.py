@@ -23,10 +23,11 @@ from ._common import (
     fail,
     fail_write,
     int_at_least,
-    missing_directory,
+    output_file_problem,
     pyplot,
     seed,
 )
+from ._output import FIGURE_SUFFIXES, atomic_paths, write_figure, write_text
 
 NAME = "demo"
 HELP = "train an MLP on a 2-D toy in about a minute, sample it with three samplers, score it"
@@ -90,14 +91,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out",
         default="jaxdiff-demo.png",
         metavar="PATH",
-        help="the figure; the table goes beside it as .md (default: %(default)s)",
+        help=f"the figure ({', '.join(FIGURE_SUFFIXES)}); the table goes beside it as .md "
+        "(default: %(default)s)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    problem = missing_directory(out)
+    problem = output_file_problem(out, FIGURE_SUFFIXES)
     if problem:
         return fail(NAME, problem)
     if args.run_dir is not None:
@@ -158,8 +160,7 @@ def _demo(args, run_dir: Path, out: Path) -> int:
     print()
     print(table)
     try:
-        _plot(out, held, samples, rows)
-        out.with_suffix(".md").write_text(table + "\n")
+        _write(out, table, held, samples, rows)
     except OSError as err:
         return fail_write(NAME, out, err)
     total = time.perf_counter() - total_start
@@ -187,7 +188,8 @@ def _table(args, rows, floor, train_seconds) -> str:
     return "\n".join(lines)
 
 
-def _plot(path: Path, held, samples, rows) -> None:
+def _write(out: Path, table: str, held, samples, rows) -> None:
+    """Writes the figure to `out` and the table beside it (.md), both or neither."""
     plt = pyplot()
     lim = float(np.quantile(np.abs(held), 0.995)) * 1.15
     fig, axes = plt.subplots(1, len(samples) + 1, figsize=(4 * (len(samples) + 1), 4))
@@ -206,5 +208,9 @@ def _plot(path: Path, held, samples, rows) -> None:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_paths(out, out.with_suffix(".md")) as (figure, markdown):
+            write_figure(fig, figure, out.suffix[1:], dpi=110)
+            write_text(markdown, table + "\n")
+    finally:
+        plt.close(fig)

@@ -24,11 +24,13 @@ from ..analytic import ExpectedLogProb, OracleResult
 from ..analytic._oracle import mixture_log_prob
 from ..sde import ODE_SOLVERS
 from ._common import (
+    fail,
     fail_write,
     int_at_least,
-    missing_directory,
+    output_file_problem,
     seed,
 )
+from ._output import FIGURE_SUFFIXES, save_figure
 
 NAME = "oracle"
 HELP = "sample an exact 2-D mixture with the VP/VE reverse SDE and probability-flow ODE"
@@ -87,7 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out",
         default="jaxdiff-oracle.png",
         metavar="PATH",
-        help="where to write the figure; the format follows the extension (default: %(default)s)",
+        help="where to write the figure; the format follows the extension: "
+        f"{', '.join(FIGURE_SUFFIXES)} (default: %(default)s)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -167,16 +170,16 @@ def _plot(
         "exact score; mean log p of x(t_min)/s(t_min) under p(. ; sigma(t_min))",
         fontsize=11,
     )
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     out = Path(args.out)
-    problem = missing_directory(out)
+    problem = output_file_problem(out, FIGURE_SUFFIXES)
     if problem:
-        args._parser.error(f"argument {problem}")
+        return fail(NAME, problem)
     mixture_name, make_mixture = MIXTURES[args.mixture]
     gm = make_mixture()
     methods = analytic.oracle_samplers(args.ode_solver)
@@ -241,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         _plot(out, gm, mixture_name, results, exact_data)
     except OSError as err:
-        return fail_write(NAME, out, err, status=1)
+        return fail_write(NAME, out, err)
     total = time.perf_counter() - start
     print(f"wrote {out}; sampling {sampling_seconds:.1f} s, total {total:.1f} s")
     return 0

@@ -21,6 +21,7 @@ from ._common import (
     pyplot,
     seed,
 )
+from ._output import save_arrays, save_figure
 
 NAME = "sample"
 HELP = "sample a trained run with any sampler (k-diffusion's names) to a PNG or .npy"
@@ -184,9 +185,10 @@ def run(args: argparse.Namespace) -> int:
         return fail(NAME, f"{args.solver} produced non-finite samples ({args.steps} steps)")
     try:
         if out.suffix.lower() == ".npy":
-            np.save(out, x)
+            arrays = {out: x}
             if labels is not None:
-                np.save(out.with_suffix(".labels.npy"), labels)
+                arrays[out.with_suffix(".labels.npy")] = labels
+            save_arrays(arrays)
         else:
             plot(
                 out,
@@ -205,7 +207,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def plot(path, x, config, *, labels=None, title="", data=None):
-    """A grid of images, or a 2-D scatter over the data density (from the run's dataset)."""
+    """A grid of images, or a 2-D scatter over the data density (from the run's dataset),
+    written atomically to `path` (in the format of its suffix)."""
     plt = pyplot()
     if config["kind"] == "images":
         n = x.shape[0]
@@ -243,8 +246,10 @@ def plot(path, x, config, *, labels=None, title="", data=None):
         ax.legend(loc="upper right", markerscale=4)
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=120)
+    finally:
+        plt.close(fig)
 
 
 def _training_data(config):

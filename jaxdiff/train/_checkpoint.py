@@ -333,9 +333,7 @@ class Checkpointer:
         try:
             self._manager = _manager(out, read_only=False, keep=int(keep))
         except Exception as err:  # a read-only file system, a missing permission, ...
-            raise CheckpointError(
-                f"cannot create {str(_ckpt_dir(out))!r}: {_reason(err)}"
-            ) from err
+            raise CheckpointError(f"cannot create {str(_ckpt_dir(out))!r}: {_reason(err)}") from err
 
     def save(self, state: TrainState, config: dict[str, Any] | None = None) -> bool:
         """Saves ``state`` as the checkpoint of its step (unless that step is already saved).
@@ -359,6 +357,10 @@ class Checkpointer:
                 force=True,
             )
         except Exception as err:  # a full disk, a read-only file system, ...
+            try:  # let orbax's writer threads of this save end before removing their files
+                self._manager.wait_until_finished()
+            except Exception:
+                pass
             self._remove_unfinished(step)
             where = str(_ckpt_dir(self.out_dir) / str(step))
             raise CheckpointError(f"cannot write checkpoint {where!r}: {_reason(err)}") from err
@@ -382,6 +384,9 @@ class Checkpointer:
             self._manager.close()
         except Exception:
             pass
+        # what the writer threads of a failed save wrote after it was removed
+        for entry in _ckpt_dir(self.out_dir).glob("*.orbax-checkpoint-tmp*"):
+            shutil.rmtree(entry, ignore_errors=True)
 
     def __enter__(self) -> Checkpointer:
         return self

@@ -74,6 +74,7 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.checkpoint = checkpoint
         super().__init__(f"{signal.name} received; newest checkpoint: step {checkpoint}")
 
+
 METRICS_FILE = "metrics.jsonl"
 
 
