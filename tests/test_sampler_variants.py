@@ -1,14 +1,12 @@
 """The reference variants of DPM-Solver++(3M) (`solver_type`) and DEIS (`variant`) against
 diffusers' schedulers on identical inputs (float64, the exact denoiser of a 2-D mixture).
 
-diffusers' schedulers work in VP units: `sample = x / sqrt(1 + sigma^2)` for our sigma-space
-`x`, with `sigmas` the same EDM sigmas. They are configured with `prediction_type="sample"`
-(the model returns `D(x; sigma)` directly) and run on our grid exactly: after
-`set_timesteps(n)` (which sets the step count and its `< 15` rule) their `sigmas` are replaced
-by our float64 grid, so both sides step over the same levels with no float32 rounding.
-`DPMSolverMultistepScheduler.step` casts the sample to float32 before its update ("upcast");
-`_Float64DPMSolver` hands its update functions the float64 sample `step` was given instead
-(the choice of update, and the updates themselves, stay diffusers' own code).
+diffusers runs through the peer harness `jaxdiff.bench._diffusers.run_diffusers_scheduler`:
+its own loop and updates in float64 (its float32 casts neutralized), in VP units
+`sample = x / sqrt(1 + sigma^2)` for our sigma-space `x`, with `prediction_type="sample"` (the
+model returns `D(x; sigma)` directly), on our grid exactly: after `set_timesteps(n)` (which
+sets the step count and its `< 15` rule) their `sigmas` are replaced by our float64 grid, so
+both sides step over the same levels with no float32 rounding.
 """
 
 import functools
@@ -21,6 +19,7 @@ from conftest import karras_np
 from jaxdiff_test_utils import require
 
 import jaxdiff as jd
+from jaxdiff.bench._diffusers import run_diffusers_scheduler
 
 S = jd.samplers
 FLOAT64 = 1e-12  # max-norm agreement relative to the largest entry; measured <= 4.2e-15
@@ -42,51 +41,16 @@ def _relative(ours, theirs):
 
 def _diffusers_run(scheduler, sigmas, num_steps):
     """diffusers' sampling loop over the first `num_steps` intervals of the float64 grid
-    `sigmas`: the model is the mixture's exact denoiser in sigma-space units. Returns the
-    sample in sigma-space units (`x` at `sigmas[num_steps]`)."""
-    import torch
-
+    `sigmas`, from our `x`: its sample in sigma-space units (`x` at `sigmas[num_steps]`)."""
     _, x, denoiser = _problem()
-    scheduler.set_timesteps(num_steps)
-    scheduler.sigmas = torch.from_numpy(np.asarray(sigmas[: num_steps + 1], np.float64))
-    scheduler.set_begin_index(0)
-    sample = torch.from_numpy(x / np.sqrt(1 + sigmas[0] ** 2))
-    for i, timestep in enumerate(scheduler.timesteps):
-        scale = np.sqrt(1 + sigmas[i] ** 2)  # x = sample / alpha
-        out = np.array(denoiser(jnp.asarray(sample.numpy() * scale), jnp.float64(sigmas[i])))
-        sample = scheduler.step(torch.from_numpy(out), timestep, sample).prev_sample
-        assert sample.dtype == torch.float64
-    return sample.numpy() * np.sqrt(1 + sigmas[num_steps] ** 2)
+    return run_diffusers_scheduler(scheduler, denoiser, x, num_steps=num_steps, sigmas=sigmas).x
 
 
 def _dpm_solver(**config):
     require("torch", "diffusers", why="the diffusers DPM-Solver++ peer")
     from diffusers import DPMSolverMultistepScheduler
 
-    class _Float64DPMSolver(DPMSolverMultistepScheduler):
-        """`step` casts the sample to float32 before the update; these updates take the
-        sample that `step` was given (float64 here)."""
-
-        def step(self, model_output, timestep, sample, **kwargs):
-            self._sample = sample
-            return super().step(model_output, timestep, sample, **kwargs)
-
-        def dpm_solver_first_order_update(self, model_output, *args, sample=None, **kwargs):
-            return super().dpm_solver_first_order_update(
-                model_output, *args, sample=self._sample, **kwargs
-            )
-
-        def multistep_dpm_solver_second_order_update(self, outputs, *args, sample=None, **kw):
-            return super().multistep_dpm_solver_second_order_update(
-                outputs, *args, sample=self._sample, **kw
-            )
-
-        def multistep_dpm_solver_third_order_update(self, outputs, *args, sample=None, **kw):
-            return super().multistep_dpm_solver_third_order_update(
-                outputs, *args, sample=self._sample, **kw
-            )
-
-    return _Float64DPMSolver(
+    return DPMSolverMultistepScheduler(
         algorithm_type="dpmsolver++", prediction_type="sample", final_sigmas_type="zero", **config
     )
 

@@ -15,6 +15,13 @@ problems (and a trained model), with k-diffusion and raw diffrax solvers as peer
 The command line is ``jaxdiff bench`` (``--process rectified_flow`` for flows).
 """
 
+from ._diffusers import (
+    DIFFUSERS_SCHEDULERS as DIFFUSERS_SCHEDULERS,
+    DiffusersRun as DiffusersRun,
+    diffusers_scheduler_grid as diffusers_scheduler_grid,
+    run_diffusers_scheduler as run_diffusers_scheduler,
+    step_normals as step_normals,
+)
 from ._peers import (
     DIFFRAX_SOLVERS as DIFFRAX_SOLVERS,
     KDIFFUSION_SAMPLERS as KDIFFUSION_SAMPLERS,
@@ -59,6 +66,11 @@ from ._run import (
 )
 
 __all__ = [
+    "DIFFUSERS_SCHEDULERS",
+    "DiffusersRun",
+    "diffusers_scheduler_grid",
+    "run_diffusers_scheduler",
+    "step_normals",
     "DIFFRAX_SOLVERS",
     "DIFFUSERS_SHIFTS",
     "FLOWS",
