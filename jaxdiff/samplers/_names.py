@@ -12,6 +12,7 @@ from ._ddpm import DDPM
 from ._deis import DEIS
 from ._dpm_2 import DPM2
 from ._dpm_2_ancestral import DPM2Ancestral
+from ._dpm_solver_v3 import DPMSolverV3
 from ._dpmpp_2m import DPMpp2M
 from ._dpmpp_2m_sde import DPMpp2MSDE
 from ._dpmpp_2s_ancestral import DPMpp2SAncestral
@@ -19,6 +20,7 @@ from ._dpmpp_3m import DPMpp3M
 from ._dpmpp_3m_sde import DPMpp3MSDE
 from ._dpmpp_sde import DPMppSDE
 from ._edm_stochastic import EDMStochastic
+from ._er_sde import ERSDE
 from ._euler import Euler
 from ._euler_ancestral import EulerAncestral
 from ._gradient_estimation import GradientEstimation
@@ -27,6 +29,7 @@ from ._ipndm import IPNDM
 from ._lms import LMS
 from ._predictor_corrector import PredictorCorrector
 from ._res_multistep import RESMultistep
+from ._sa_solver import SASolver
 from ._unipc import UniPC
 
 #: name -> sampler class; k-diffusion's names where it has the sampler.
@@ -52,6 +55,9 @@ SAMPLERS: dict[str, type[AbstractSampler]] = {
     "pc": PredictorCorrector,
     "res_multistep": RESMultistep,
     "gradient_estimation": GradientEstimation,
+    "er_sde": ERSDE,
+    "sa_solver": SASolver,
+    "dpm_solver_v3": DPMSolverV3,
 }
 
 
