@@ -11,8 +11,9 @@ import os
 # deterministic samplers' tests 91 s -> 45 s, the strong-order SDE tests 76 s -> 70 s); the
 # programs compute the same values. Set before JAX starts its backend, and inherited by the
 # notebooks' kernels and the command-line subprocesses that tests start. An XLA_FLAGS already
-# set (by a user profiling the suite) is kept.
-os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+# set (by a user profiling the suite) is kept; JAXDIFF_TESTS_OPTIMIZED=1 keeps XLA's defaults.
+if not os.environ.get("JAXDIFF_TESTS_OPTIMIZED"):  # see jaxdiff_test_utils.with_optimized_compiles
+    os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
 import jax
 import jax.numpy as jnp

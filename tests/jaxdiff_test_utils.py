@@ -94,3 +94,35 @@ def require(*modules: str, why: str = "") -> None:
         if in_ci():
             pytest.fail(f"{message}; in CI every test dependency must be installed", pytrace=False)
         pytest.skip(message)
+
+
+# conftest.py compiles the suite's programs without LLVM's optimizations (a flag in XLA_FLAGS)
+UNOPTIMIZED = "--xla_backend_optimization_level=0"
+
+
+def with_optimized_compiles(request) -> bool:
+    """For a test of a property of the programs users run (bit-for-bit results across batch
+    sizes), which the suite's unoptimized compiles need not have: when this process compiles
+    without optimizations, run this one test in a fresh interpreter with XLA's default
+    compiler settings, fail if it fails there, and return True (the caller then returns);
+    otherwise return False and let the test run here."""
+    if UNOPTIMIZED not in os.environ.get("XLA_FLAGS", ""):
+        return False
+    import subprocess
+    import sys
+
+    env = dict(os.environ, JAXDIFF_TESTS_OPTIMIZED="1")
+    flags = env.pop("XLA_FLAGS").replace(UNOPTIMIZED, "").strip()
+    if flags:
+        env["XLA_FLAGS"] = flags
+    cmd = [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider"]
+    result = subprocess.run(
+        [*cmd, request.node.nodeid],
+        cwd=request.config.rootpath,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    return True

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from jaxdiff_test_utils import with_optimized_compiles
 
 import jaxdiff as jd
 from jaxdiff._parallel import per_sample_keys, sample_chunked, shard_batch
@@ -114,9 +115,13 @@ def test_chunked_equals_one_call_stochastic(problem, solver):
     assert not np.allclose(np.asarray(other), np.asarray(one))
 
 
-def test_per_sample_keys_make_a_sample_independent_of_its_batch(problem):
+def test_per_sample_keys_make_a_sample_independent_of_its_batch(problem, request):
     """With one key per sample, sample i's result depends on x[i] and keys[i] only: not on
-    the batch it is computed in, its position there, or the other samples' keys."""
+    the batch it is computed in, its position there, or the other samples' keys. Bit for bit
+    with XLA's default compiler settings (the suite's unoptimized compiles differ by an ulp
+    between batch sizes, so this test runs apart)."""
+    if with_optimized_compiles(request):
+        return
     gm, sigmas, x = problem
     solver = jd.samplers.EulerAncestral()
 
