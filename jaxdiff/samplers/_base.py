@@ -8,8 +8,10 @@ from typing import Any, ClassVar
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import jax.random as jr
 
 from .._checks import check_positive
+from .._fixed_grid import StepNoise
 
 
 class AbstractSampler(eqx.Module):
@@ -30,12 +32,32 @@ class AbstractSampler(eqx.Module):
       denoiser output at `(x, sigmas[i])` (for callbacks and trajectories).
 
     `stochastic` says whether `step` uses its `key` (then `jaxdiff.sample` requires one).
+
+    Bulk noise (opt-in, for speed): a sampler with `bulk_noise = True` says that everything
+    its `step` draws from `key` is `step_noise(key, x)` (default: one standard normal shaped
+    like `x`), and takes it through `self.draws(key, x)`. The driver may then hand `step` a
+    `StepNoise` holding those draws, made for a chunk of steps at once, in place of the key
+    (the same numbers, to float rounding); called with a key, `step` draws them itself, as
+    before. Samplers that do not opt in always get their key.
+
     A sampler never sees `sigma = inf`: a grid that starts there (pure noise) gets a
     first-order first step from `jaxdiff.sample`, then the sampler runs on the rest.
     Options are fields: samplers are pytrees whose configuration is static.
     """
 
     stochastic: ClassVar[bool] = False
+    bulk_noise: ClassVar[bool] = False
+
+    def step_noise(self, key: jax.Array, x: jax.Array) -> Any:
+        """Everything `step` draws from its `key` (for `bulk_noise` samplers): by default one
+        standard normal shaped like `x`. Depends on `x`'s shape and dtype only."""
+        return jr.normal(key, x.shape, x.dtype)
+
+    def draws(self, key, x) -> Any:
+        """`step_noise(key, x)`, or the draws already made when `key` is a `StepNoise`."""
+        if isinstance(key, StepNoise):
+            return key.draws
+        return self.step_noise(key, x)
 
     @abc.abstractmethod
     def nfe(self, num_steps: int) -> int:

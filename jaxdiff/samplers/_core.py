@@ -183,5 +183,12 @@ def _run(denoise, x, sigmas, solver, key, return_trajectory, callback):
         return solver.step(denoise, x_, carry, i, sigmas, key_, final=final)
 
     return fixed_grid.run(
-        init, step, x, sigmas, key=key, return_trajectory=return_trajectory, callback=callback
+        init,
+        step,
+        x,
+        sigmas,
+        key=key,
+        return_trajectory=return_trajectory,
+        callback=callback,
+        noise=solver.step_noise if solver.bulk_noise else None,
     )

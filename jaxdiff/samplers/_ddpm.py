@@ -6,7 +6,6 @@ from typing import ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
-import jax.random as jr
 
 from ._base import AbstractSampler
 
@@ -36,6 +35,7 @@ class DDPM(AbstractSampler):
     variance: str = eqx.field(default="posterior", static=True)
 
     stochastic: ClassVar[bool] = True
+    bulk_noise: ClassVar[bool] = True
 
     def __check_init__(self):
         if self.variance not in _VARIANCES:
@@ -55,4 +55,4 @@ class DDPM(AbstractSampler):
             var = sigma_next**2 * (1 - ratio)
         else:
             var = (sigma**2 - sigma_next**2) * (1 + sigma_next**2) / (1 + sigma**2)
-        return mean + jnp.sqrt(var) * jr.normal(key, x.shape, x.dtype), carry, denoised
+        return mean + jnp.sqrt(var) * self.draws(key, x), carry, denoised

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import jax.numpy as jnp
-import jax.random as jr
 
 from ._base import AbstractAncestral, ancestral_step, to_d, two_stage_nfe
 
@@ -26,6 +27,8 @@ class DPM2Ancestral(AbstractAncestral):
     (`x_1 = D(x, inf) + sigma_1 x`), then runs it from `sigma_1`.
     """
 
+    bulk_noise: ClassVar[bool] = True
+
     def nfe(self, num_steps: int) -> int:
         return two_stage_nfe(num_steps)
 
@@ -42,5 +45,5 @@ class DPM2Ancestral(AbstractAncestral):
         x_2 = x + d * (sigma_mid - sigma)
         d_2 = to_d(x_2, sigma_mid, denoise(x_2, sigma_mid))
         x = x + jnp.where(to_zero, d, d_2) * (sigma_down - sigma)
-        x = x + jr.normal(key, x.shape, x.dtype) * (self.s_noise * sigma_up)
+        x = x + self.draws(key, x) * (self.s_noise * sigma_up)
         return x, carry, denoised

@@ -8,17 +8,21 @@ import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
 
+from .._fixed_grid import StepNoise
 from ._base import AbstractSampler, check_eta_s_noise
 from ._noise import brownian_tree, check_noise, normal_increment
 
 
 def sde_noise(noise, x, w_state, sigma, sigma_next, key):
-    """A standard normal draw for the step `sigma -> sigma_next`: from the step's key, or the
-    normalized increment of the call's Brownian tree (`w_state = (tree, W(sigma))`)."""
+    """A standard normal draw for the step `sigma -> sigma_next`: from the step's key (or drawn
+    already, a `StepNoise`), or the normalized increment of the call's Brownian tree
+    (`w_state = (tree, W(sigma))`)."""
     if noise == "tree":
         tree, w = w_state
         w_next = tree.evaluate(sigma_next)
         return normal_increment(w, w_next, sigma, sigma_next), (tree, w_next)
+    if isinstance(key, StepNoise):
+        return key.draws, w_state
     return jr.normal(key, x.shape, x.dtype), w_state
 
 
@@ -52,6 +56,12 @@ class DPMpp2MSDE(AbstractSampler):
     noise: str = eqx.field(default="step", static=True)
 
     stochastic: ClassVar[bool] = True
+
+    bulk_noise: ClassVar[bool] = True
+
+    def step_noise(self, key, x):
+        # noise="tree" draws nothing from the step's key
+        return () if self.noise == "tree" else jr.normal(key, x.shape, x.dtype)
 
     def __check_init__(self):
         check_eta_s_noise(self.eta, self.s_noise)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import jax.numpy as jnp
-import jax.random as jr
 
 from ._base import AbstractAncestral, ancestral_step, to_d, two_stage_nfe
 
@@ -26,6 +27,8 @@ class DPMpp2SAncestral(AbstractAncestral):
     (`x_1 = D(x, inf) + sigma_1 x`), then runs it from `sigma_1`.
     """
 
+    bulk_noise: ClassVar[bool] = True
+
     def nfe(self, num_steps: int) -> int:
         return two_stage_nfe(num_steps)
 
@@ -45,5 +48,5 @@ class DPMpp2SAncestral(AbstractAncestral):
         denoised_2 = denoise(x_2, jnp.exp(-s))
         x_2s = jnp.exp(t - t_next) * x - jnp.expm1(-h) * denoised_2
         x = jnp.where(to_zero, denoised, x_2s)
-        x = x + jr.normal(key, x.shape, x.dtype) * (self.s_noise * sigma_up)
+        x = x + self.draws(key, x) * (self.s_noise * sigma_up)
         return x, carry, denoised

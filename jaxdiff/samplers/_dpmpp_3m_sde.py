@@ -6,6 +6,7 @@ from typing import ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
+import jax.random as jr
 
 from ._base import AbstractSampler, check_eta_s_noise
 from ._dpmpp_2m_sde import sde_noise
@@ -37,6 +38,12 @@ class DPMpp3MSDE(AbstractSampler):
     noise: str = eqx.field(default="step", static=True)
 
     stochastic: ClassVar[bool] = True
+
+    bulk_noise: ClassVar[bool] = True
+
+    def step_noise(self, key, x):
+        # noise="tree" draws nothing from the step's key
+        return () if self.noise == "tree" else jr.normal(key, x.shape, x.dtype)
 
     def __check_init__(self):
         check_eta_s_noise(self.eta, self.s_noise)

@@ -44,6 +44,15 @@ class DPMppSDE(AbstractSampler):
 
     stochastic: ClassVar[bool] = True
 
+    bulk_noise: ClassVar[bool] = True
+
+    def step_noise(self, key, x):
+        # noise="step": two independent normals, the sub-steps' increments; "tree": none
+        if self.noise == "tree":
+            return ()
+        key_1, key_2 = jr.split(key)
+        return jr.normal(key_1, x.shape, x.dtype), jr.normal(key_2, x.shape, x.dtype)
+
     def __check_init__(self):
         check_eta_s_noise(self.eta, self.s_noise)
         if isinstance(self.r, int | float) and not 0 < self.r <= 1:
@@ -65,9 +74,7 @@ class DPMppSDE(AbstractSampler):
             z_2 = normal_increment(w, w_next, sigma, sigma_next)
             return z_1, z_2, (tree, w_next)
         # the increments over [sigma_mid, sigma] and [sigma_next, sigma_mid], independent
-        key_1, key_2 = jr.split(key)
-        u_1 = jr.normal(key_1, x.shape, x.dtype)
-        u_2 = jr.normal(key_2, x.shape, x.dtype)
+        u_1, u_2 = self.draws(key, x)
         dw = jnp.sqrt(sigma - sigma_mid) * u_1 + jnp.sqrt(sigma_mid - sigma_next) * u_2
         return u_1, dw / jnp.sqrt(sigma - sigma_next), carry
 

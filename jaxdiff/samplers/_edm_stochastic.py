@@ -6,7 +6,6 @@ import math
 from typing import ClassVar
 
 import jax.numpy as jnp
-import jax.random as jr
 
 from ._base import AbstractSampler, two_stage_nfe
 from ._heun import heun_step
@@ -45,6 +44,7 @@ class EDMStochastic(AbstractSampler):
     s_noise: float = 1.003
 
     stochastic: ClassVar[bool] = True
+    bulk_noise: ClassVar[bool] = True
 
     def __check_init__(self):
         for name in ("s_churn", "s_tmin", "s_tmax", "s_noise"):
@@ -61,7 +61,7 @@ class EDMStochastic(AbstractSampler):
         in_range = (self.s_tmin <= sigma) & (sigma <= self.s_tmax)
         gamma = jnp.where(in_range, jnp.minimum(self.s_churn / n, math.sqrt(2) - 1), 0.0)
         sigma_hat = sigma * (gamma + 1)
-        eps = jr.normal(key, x.shape, x.dtype) * self.s_noise
+        eps = self.draws(key, x) * self.s_noise
         # sqrt(sigma_hat^2 - sigma^2), exactly 0 where gamma = 0
         x_hat = x + eps * (sigma * jnp.sqrt(gamma * (gamma + 2)))
         x_next, denoised = heun_step(denoise, x_hat, sigma_hat, sigma_next, final=final)

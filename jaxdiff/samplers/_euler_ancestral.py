@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import jax.random as jr
+from typing import ClassVar
 
 from ._base import AbstractAncestral, ancestral_step, to_d
 
@@ -26,6 +26,8 @@ class EulerAncestral(AbstractAncestral):
     the data mean), then runs it from `sigma_1`.
     """
 
+    bulk_noise: ClassVar[bool] = True
+
     def nfe(self, num_steps: int) -> int:
         return num_steps
 
@@ -36,5 +38,5 @@ class EulerAncestral(AbstractAncestral):
             return x + to_d(x, sigma, denoised) * (sigma_next - sigma), carry, denoised
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, self.eta)
         x = x + to_d(x, sigma, denoised) * (sigma_down - sigma)
-        x = x + jr.normal(key, x.shape, x.dtype) * (self.s_noise * sigma_up)
+        x = x + self.draws(key, x) * (self.s_noise * sigma_up)
         return x, carry, denoised

@@ -16,16 +16,21 @@ from .._checks import check_count
 
 
 class GridBrownianPath(dfx.AbstractBrownianPath):
-    """Brownian motion sampled on a fixed step grid, increment by increment.
+    """Brownian motion sampled on a fixed step grid, one independent increment per grid step.
 
-    The increment over the grid interval `[grid[k], grid[k+1]]` is drawn from `key` folded
-    with the bits of `grid[k]`, so a step costs one normal draw of the state's size and nothing is
-    stored: this is what a hand-written `lax.scan` does, as a diffrax path. It may only be
-    evaluated on its own grid intervals (as `diffrax.StepTo(ts=grid)` does). Two grids that
-    share a step start time share that step's draw, so solves with different `dt` are not
-    independent, nor are they one path; use
-    `diffrax.VirtualBrownianTree` (see `jaxdiff.brownian_tree`) for a path that is
-    consistent across step sizes.
+    The increment over the grid interval `[grid[k], grid[k+1]]` (and its space-time Lévy area,
+    for the solvers that need it) is drawn from `key` folded with the bits of `grid[k]`: the
+    path is a pure function of the key, the grid and the shape, and nothing is stored.
+    `jaxdiff.solve_sde` draws these increments in bulk (`increments`: a whole chunk of steps
+    in one batched draw, then a `lax.scan` over the chunk); diffrax's own loop (`evaluate`)
+    draws them step by step. Both give the same draws (to the last bit or two: XLA may fuse the
+    arithmetic of a batched draw differently): the draw of a step does not depend on how the
+    steps are chunked.
+
+    It may only be evaluated on its own grid intervals (as `diffrax.StepTo(ts=grid)` does).
+    Two grids that share a step start time share that step's draw, so solves with different
+    `dt` are not independent, nor are they one path; use `diffrax.VirtualBrownianTree` (see
+    `jaxdiff.brownian_tree`) for a path that is consistent across step sizes.
 
     Private: `jaxdiff.solve_sde` makes one when given a `key` and no `brownian`.
     """
@@ -36,6 +41,8 @@ class GridBrownianPath(dfx.AbstractBrownianPath):
     levy_area: type[dfx.BrownianIncrement | dfx.SpaceTimeLevyArea] = eqx.field(
         static=True, default=dfx.BrownianIncrement
     )
+    # bytes of noise `jaxdiff.solve_sde` draws at once (a chunk of steps); speed only
+    chunk_bytes: int = eqx.field(static=True, default=4 * 2**20)
 
     @property
     def t0(self):
@@ -45,10 +52,14 @@ class GridBrownianPath(dfx.AbstractBrownianPath):
     def t1(self):
         return self.grid[-1]
 
-    def evaluate(self, t0, t1=None, left=True, use_levy=False):
-        del left
-        if t1 is None:
-            raise ValueError("GridBrownianPath only provides increments over grid intervals")
+    @property
+    def with_levy(self) -> bool:
+        """Whether the path draws the space-time Lévy area `H` as well as the increment."""
+        return self.levy_area is dfx.SpaceTimeLevyArea
+
+    def increment(self, t0, t1):
+        """`(W, H)` over the grid step `[t0, t1]`: pytrees shaped like `shape`, `W ~ N(0, dt)`
+        and, when `with_levy`, `H ~ N(0, dt / 12)` independent of it (else `H` is `None`)."""
         # Under StepTo every t0 is exactly a grid point: its bits identify the step, so no
         # search is needed (a searchsorted costs microseconds per step on CPU).
         key = self.key
@@ -57,22 +68,77 @@ class GridBrownianPath(dfx.AbstractBrownianPath):
         dt = t1 - t0
         leaves, treedef = jtu.tree_flatten(self.shape)
         keys = [key] if len(leaves) == 1 else list(jr.split(key, len(leaves)))
-        with_levy = use_levy and self.levy_area is dfx.SpaceTimeLevyArea
         ws, hs = [], []
         for k, leaf in zip(keys, leaves, strict=True):
             std = jnp.sqrt(dt).astype(leaf.dtype)
-            if with_levy:
+            if self.with_levy:
                 kw, kh = jr.split(k)
                 ws.append(jr.normal(kw, leaf.shape, leaf.dtype) * std)
                 hs.append(jr.normal(kh, leaf.shape, leaf.dtype) * (std / math.sqrt(12.0)))
             else:
                 ws.append(jr.normal(k, leaf.shape, leaf.dtype) * std)
         w = jtu.tree_unflatten(treedef, ws)
+        return w, (jtu.tree_unflatten(treedef, hs) if self.with_levy else None)
+
+    def increments(self, t0s, t1s):
+        """`increment` over many grid steps at once (`t0s`, `t1s` 1-D, one entry per step):
+        `(W, H)` with a leading axis of steps, drawn in one batched call. Row `j` is
+        `increment(t0s[j], t1s[j])` (to float rounding)."""
+        return jax.vmap(self.increment)(t0s, t1s)
+
+    def noise_bytes(self) -> int:
+        """Bytes of one step's draw (`W`, and `H` when `with_levy`)."""
+        size = sum(
+            math.prod(leaf.shape) * jnp.dtype(leaf.dtype).itemsize
+            for leaf in jtu.tree_leaves(self.shape)
+        )
+        return size * (2 if self.with_levy else 1)
+
+    def evaluate(self, t0, t1=None, left=True, use_levy=False):
+        del left
+        if t1 is None:
+            raise ValueError("GridBrownianPath only provides increments over grid intervals")
+        w, h = self.increment(t0, t1)
         if not use_levy:
             return w
-        if with_levy:
-            return dfx.SpaceTimeLevyArea(dt=dt, W=w, H=jtu.tree_unflatten(treedef, hs))
-        return dfx.BrownianIncrement(dt=dt, W=w)
+        if h is not None:
+            return dfx.SpaceTimeLevyArea(dt=t1 - t0, W=w, H=h)
+        return dfx.BrownianIncrement(dt=t1 - t0, W=w)
+
+
+class StepIncrement(dfx.AbstractBrownianPath):
+    """One step's increment, already drawn: what a solver's `step` sees of the Brownian path
+    inside `jaxdiff.solve_sde`'s scan. `evaluate(t0, t1)` returns `W` (and `H`) whatever the
+    times, so it serves only solvers that evaluate the path once per step, over the step.
+
+    Private to `jaxdiff.solve_sde`.
+    """
+
+    step_t0: jax.Array
+    step_t1: jax.Array
+    w: Any
+    h: Any = None
+    levy_area: type[dfx.BrownianIncrement | dfx.SpaceTimeLevyArea] = eqx.field(
+        static=True, default=dfx.BrownianIncrement
+    )
+
+    @property
+    def t0(self):
+        return self.step_t0
+
+    @property
+    def t1(self):
+        return self.step_t1
+
+    def evaluate(self, t0, t1=None, left=True, use_levy=False):
+        del left
+        if t1 is None:
+            raise ValueError("StepIncrement only provides the increment over its step")
+        if not use_levy:
+            return self.w
+        if self.h is not None:
+            return dfx.SpaceTimeLevyArea(dt=t1 - t0, W=self.w, H=self.h)
+        return dfx.BrownianIncrement(dt=t1 - t0, W=self.w)
 
 
 def _time_bits(t):

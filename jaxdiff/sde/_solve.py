@@ -15,7 +15,8 @@ import lineax as lx
 import numpy as np
 
 from .._checks import check_key, check_positive, is_traced
-from ._brownian import GridBrownianPath
+from ._brownian import GridBrownianPath, StepIncrement
+from ._milstein import DiagonalMilstein
 from ._sde import SDE
 from ._solvers import is_stratonovich, needs_levy_area, resolve_solver
 
@@ -100,6 +101,108 @@ class _ReversedBrownianPath(dfx.AbstractBrownianPath):
         return dfx.BrownianIncrement(dt=out.dt, W=neg(out.W))
 
 
+# solve_sde's key= path draws the noise of this many bytes of steps at once (one batched draw per
+# chunk of steps, then a lax.scan over the chunk): large enough that the per-draw overhead
+# vanishes, small enough to stay bounded whatever the number of steps. The chunking changes
+# no result (a step's draw depends on its key and start time only), only speed and memory.
+CHUNK_BYTES = 4 * 2**20
+
+# solvers whose step evaluates the Brownian path once, over the whole step, and that
+# solve_sde's scan runs (anything else goes through diffrax's loop, with the same noise)
+_SCANNED_SOLVERS = (
+    dfx.Euler,
+    DiagonalMilstein,
+    dfx.ItoMilstein,
+    dfx.StratonovichMilstein,
+    dfx.EulerHeun,
+    dfx.Heun,
+)
+
+
+def _scannable(solver, adjoint) -> bool:
+    """Whether solve_sde's own scan runs this solve (same result as diffrax's loop, faster)."""
+    if type(adjoint) not in (dfx.ForwardMode, dfx.RecursiveCheckpointAdjoint):
+        return False
+    if type(solver) in _SCANNED_SOLVERS:
+        return True
+    return isinstance(solver, dfx.AbstractSRK) and solver.minimal_levy_area in (
+        dfx.AbstractBrownianIncrement,
+        dfx.BrownianIncrement,
+        dfx.AbstractSpaceTimeLevyArea,
+        dfx.SpaceTimeLevyArea,
+    )
+
+
+def chunking(num_steps: int, step_bytes: int, budget: int) -> tuple[int, int]:
+    """`(chunks, steps per chunk)` for `num_steps` steps of `step_bytes` of noise each: chunks
+    of at most `budget` bytes (at least one step), as even as possible (`chunks * size -
+    num_steps < chunks` padded steps)."""
+    most = max(1, min(num_steps, budget // max(step_bytes, 1)))
+    chunks = -(-num_steps // most)
+    return chunks, -(-num_steps // chunks)
+
+
+def _scan_solve(make_terms, solver, y0, grid, ts, path: GridBrownianPath, args, checkpoint):
+    """The fixed-step solve as nested `lax.scan`s: over chunks of steps, each drawing its
+    steps' Brownian increments in one batched call (`path.increments`), then over the steps of
+    the chunk, each one `solver.step` on its increment. Returns the states at `ts` (stacked).
+
+    Same steps, same increments, same solver steps as `diffrax.diffeqsolve` with
+    `StepTo(ts=grid)` and `SaveAt(ts=ts)`, without the per-step cost of diffrax's loop and of
+    a per-step draw. `checkpoint`: rematerialize each chunk in reverse-mode autodiff (memory
+    of one chunk plus one state per chunk, as diffrax's `RecursiveCheckpointAdjoint` bounds it).
+    """
+    n = grid.shape[0] - 1
+    chunks, size = chunking(n, path.noise_bytes(), path.chunk_bytes)
+    pad = chunks * size - n
+    t0s, t1s = grid[:-1], grid[1:]
+    if pad:  # padded steps of zero length at the end; their results are discarded
+        t0s = jnp.concatenate([t0s, jnp.full((pad,), grid[-1], grid.dtype)])
+        t1s = jnp.concatenate([t1s, jnp.full((pad,), grid[-1], grid.dtype)])
+    num = ts.shape[0]
+    # slot of the output that step k writes (its end time is ts[slot]); `num` is a dummy slot.
+    # Two times (the common case) need no buffer: the final state is the last step's.
+    save = num > 2
+    if save:
+        hit = jnp.searchsorted(grid, ts)  # grid[hit[i]] == ts[i]: ts are grid points
+        slots = jnp.full((chunks * size,), num, jnp.int32)
+        slots = slots.at[hit[1:] - 1].set(jnp.arange(1, num, dtype=jnp.int32))
+        ys0 = jtu.tree_map(lambda y: jnp.zeros((num + 1, *y.shape), y.dtype).at[0].set(y), y0)
+    else:
+        slots, ys0 = jnp.zeros((chunks * size,), jnp.int32), None
+    index = jnp.arange(chunks * size, dtype=jnp.int32)
+    xs = jtu.tree_map(lambda a: a.reshape(chunks, size), (t0s, t1s, slots, index))
+
+    zero_w = jtu.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), path.shape)
+    zero_h = zero_w if path.with_levy else None
+    zero = StepIncrement(grid[0], grid[1], zero_w, zero_h, path.levy_area)
+    state0 = solver.init(make_terms(zero), grid[0], grid[1], y0, args)
+
+    def one(carry, step_xs):
+        y, state, ys = carry
+        t0, t1, slot, k, w, h = step_xs
+        terms = make_terms(StepIncrement(t0, t1, w, h, path.levy_area))
+        y1, _, _, state1, _ = solver.step(terms, t0, t1, y, args, state, False)
+        if pad:
+            keep = k < n
+            y1, state1 = jtu.tree_map(lambda a, b: jnp.where(keep, a, b), (y1, state1), (y, state))
+        if save:
+            ys = jtu.tree_map(lambda buf, v: buf.at[slot].set(v), ys, y1)
+        return (y1, state1, ys), None
+
+    def chunk(carry, chunk_xs):
+        t0c, t1c, slotc, kc = chunk_xs
+        w, h = path.increments(t0c, t1c)
+        return jax.lax.scan(one, carry, (t0c, t1c, slotc, kc, w, h))[0], None
+
+    if checkpoint:
+        chunk = jax.checkpoint(chunk)
+    y, _, ys = jax.lax.scan(chunk, (y0, state0, ys0), xs)[0]
+    if save:
+        return jtu.tree_map(lambda buf: buf[:num], ys)
+    return jtu.tree_map(lambda a, b: jnp.stack([a, b]), y0, y)
+
+
 def _check_ts(ts) -> np.ndarray:
     if is_traced(ts):
         raise ValueError(
@@ -149,6 +252,14 @@ def _shape_of(tree):
 
 def _abstract_outputs(sde: SDE, t0, x0, args):
     return sde.drift(t0, x0, args), (None if sde.is_ode else sde.diffusion(t0, x0, args))
+
+
+def _strong(x):
+    """`x` as a strongly typed array: a weakly typed x0 (e.g. `jnp.full(n, 2.0)`) would compile
+    a second program."""
+    if isinstance(x, jax.Array) and not x.weak_type:
+        return x
+    return jnp.asarray(x, dtype=jnp.result_type(x))
 
 
 # the state dtypes solve_sde takes (real floating point)
@@ -260,10 +371,15 @@ def solve_sde(
 ):
     r"""Solve an Itô SDE with a fixed step and return the solution at every time in `ts`.
 
-    Built on `diffrax.diffeqsolve` with `MultiTerm(ODETerm(drift), ControlTerm(diffusion,
-    brownian))`, a `StepTo` grid that hits every time in `ts` with steps no longer than `dt`,
-    and saving only at `ts`. Compiled inside (one program per SDE/shape/grid); also usable
-    under `jax.jit` and `jax.vmap` (with `ts` and `dt` concrete).
+    The steps are those of a `diffrax.StepTo` grid that hits every time in `ts` with steps no
+    longer than `dt`, taken by the diffrax solver on `MultiTerm(ODETerm(drift),
+    ControlTerm(diffusion, brownian))`, saving only at `ts`. With `key=`, the solve is one
+    `lax.scan` over chunks of steps, each drawing its Brownian increments in one batched call
+    (chunks of at most a few MiB of noise), then scanning the solver's `step` over them; with
+    `brownian=`, an ODE, an implicit or unusual solver, or an adjoint other than
+    `ForwardMode`/`RecursiveCheckpointAdjoint`, it is `diffrax.diffeqsolve`. Compiled inside
+    (one program per SDE/shape/grid); also usable under `jax.jit` and `jax.vmap` (with `ts` and
+    `dt` concrete).
 
     **Arguments:**
 
@@ -275,8 +391,11 @@ def solve_sde(
       returned in its own dtype.
     - `ts`: 1-D, strictly increasing, or strictly decreasing for reverse-time solves.
     - `key`: one PRNG key (`jax.random.key(seed)`, or a raw `uint32[2]`; for a batch of
-      solves, `jax.vmap` over keys); without `brownian`, the noise is drawn step by step on
-      the grid (fast, no storage; different `dt` give unrelated paths).
+      solves, `jax.vmap` over keys); without `brownian`, each grid step's increment (and
+      space-time Lévy area, for the solvers that need it) is drawn from the key folded with
+      the bits of the step's start time: a pure function of the key, the grid and the shapes,
+      the same under `jit` and `vmap` and however the steps are chunked (fast, storage of one
+      chunk; different `dt` give unrelated paths).
     - `brownian`: any diffrax Brownian path (`jaxdiff.brownian_tree(...)`,
       `diffrax.VirtualBrownianTree`), so that several solves share one path.
     - `dt`: the largest step size, `> 0` whatever the direction of `ts`.
@@ -300,7 +419,7 @@ def solve_sde(
     ts_np = _check_ts(ts)
     dt = _check_dt(dt)
     # strong dtypes: a weakly typed x0 (e.g. jnp.full(n, 2.0)) would compile a second program
-    x0 = jtu.tree_map(lambda x: jnp.asarray(x, dtype=jnp.result_type(x)), x0)
+    x0 = jtu.tree_map(_strong, x0)
     solver = resolve_solver(solver, sde)
     # time in at least float32; the solution is cast back to x0's dtypes in _solve
     time_dtype = _check_leaves(sde, x0)
@@ -321,6 +440,8 @@ def solve_sde(
     if reverse:
         # Solve forward in tau = -t (see time_reversed).
         sde, grid_np, ts_np = time_reversed(sde), -grid_np, -ts_np
+    # numpy arrays: the compiled call takes them directly (cheaper than device arrays made here)
+    grid_t = np.asarray(grid_np, time_dtype)
     if key is not None:
         check_key(key)  # one key: vmap over keys for a batch of solves
     path = None
@@ -336,15 +457,13 @@ def solve_sde(
             path = _ReversedBrownianPath(brownian) if reverse else brownian
         else:
             levy = dfx.SpaceTimeLevyArea if needs_levy_area(solver) else dfx.BrownianIncrement
-            path = GridBrownianPath(
-                jnp.asarray(grid_np, time_dtype), key, sde.noise_shape(x0), levy
-            )
+            path = GridBrownianPath(grid_t, key, sde.noise_shape(x0), levy, CHUNK_BYTES)
     correct = (not sde.is_ode) and is_stratonovich(solver) and not sde.additive
     return _solve(
         sde,
         x0,
-        jnp.asarray(grid_np, time_dtype),
-        jnp.asarray(ts_np, time_dtype),
+        grid_t,
+        np.asarray(ts_np, time_dtype),
         path,
         solver,
         args,
@@ -362,6 +481,13 @@ def _solve(sde, x0, grid, ts, path, solver, args, stratonovich, adjoint):
     else:
         vf = DiagonalDiffusion(sde.diffusion) if sde.noise == "diagonal" else sde.diffusion
         terms = dfx.MultiTerm(dfx.ODETerm(drift), dfx.ControlTerm(vf, path))
+    if isinstance(path, GridBrownianPath) and _scannable(solver, adjoint):
+        # the key= path: our own scan, with the noise drawn in bulk (same result as below)
+        y0 = jtu.tree_map(lambda x: x.astype(jnp.promote_types(x.dtype, grid.dtype)), x0)
+        make_terms = lambda p: dfx.MultiTerm(dfx.ODETerm(drift), dfx.ControlTerm(vf, p))
+        checkpoint = isinstance(adjoint, dfx.RecursiveCheckpointAdjoint)
+        ys = _scan_solve(make_terms, solver, y0, grid, ts, path, args, checkpoint)
+        return jtu.tree_map(lambda y, x: y.astype(x.dtype), ys, x0)
     if ts.shape[0] == 2:
         saveat = dfx.SaveAt(t0=True, t1=True)
     else:
