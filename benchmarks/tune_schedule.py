@@ -57,6 +57,9 @@ import numpy as np
 import jaxdiff as jd
 
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
+# the ranges the grids are tuned on at once (through `jd.schedules.carry`): EDM's, DDPM's (linear
+# betas 1e-4 -> 0.02 over 1000 steps) and Stable Diffusion's (scaled-linear 0.00085 -> 0.012)
+RANGES = {"edm": (0.002, 80.0), "ddpm": (0.0100, 157.4), "sd": (0.0292, 14.61)}
 FROM_NOISE_STEPS = [5, 8, 10, 15, 20, 30]
 TABLES = Path(__file__).resolve().parents[1] / "jaxdiff" / "schedules" / "_tables.py"
 
@@ -254,7 +257,14 @@ def main(argv=None):
     p.add_argument("--iterations", type=int, default=None, help="200 (--from-noise: 300)")
     p.add_argument("--learning-rate", type=float, default=None, help="0.05 (--from-noise: 0.02)")
     p.add_argument("--samples", type=int, default=128, help="training samples per mixture")
-    p.add_argument("--init", default="karras")
+    p.add_argument("--init", default="karras", help="a schedule name, e.g. tuned to refine")
+    p.add_argument(
+        "--ranges",
+        nargs="+",
+        default=list(RANGES),
+        choices=[*RANGES, "none"],
+        help="the ranges tuned on at once (none: 80 -> 0.002 alone, the pre-0.4 grids)",
+    )
     p.add_argument("--no-eval", action="store_true")
     p.add_argument(
         "--from-noise",
@@ -298,6 +308,7 @@ def main(argv=None):
                 learning_rate=args.learning_rate,
                 key=jr.key(n),
                 objective="log_rms",
+                ranges=None if "none" in args.ranges else [RANGES[r] for r in args.ranges],
             )
             knots[n] = relative(res.sigmas)
             print(

@@ -357,10 +357,49 @@ def test_tuned_any_n_and_range(x64):
             check_grid(
                 S.tuned(n, sigma_min, sigma_max), n, jnp.float64, "tuned", sigma_min, sigma_max
             )
-    # a different range keeps the relative log-sigma positions
+
+
+def test_tuned_is_anchored_in_absolute_sigma(x64):
+    """Another range keeps the tuned levels where they are (in sigma, not relative to the
+    range): the levels split the mass of the tuned grid's level density (one level per tuned
+    step, continued at its end values) evenly; `sigma_data` scales the whole grid."""
+    from jaxdiff.schedules._tables import _tuned_relative
+
+    def mass(n, log_sigma):  # the tuned n-step grid's levels counted from the top, 0 .. n - 1
+        u = np.log(SIGMA_MIN) + _tuned_relative(n) * np.log(SIGMA_MAX / SIGMA_MIN)
+        k = np.arange(n, dtype=float)
+        below, above = log_sigma < u[-1], log_sigma > u[0]
+        inside = np.interp(log_sigma, u[::-1], k[::-1])
+        low = n - 1 + (u[-1] - log_sigma) / (u[-2] - u[-1])
+        high = -(log_sigma - u[0]) / (u[0] - u[1])
+        return np.where(below, low, np.where(above, high, inside))
+
+    canon = np.asarray(S.tuned(10, SIGMA_MIN, SIGMA_MAX))[:-1]
+    for n, lo, hi in [(10, 0.01, 156.7), (6, canon[7], canon[2]), (25, 1e-4, 500.0), (4, 0.5, 2)]:
+        grid = np.asarray(S.tuned(n, lo, hi))
+        assert grid[0] == hi and grid[-2] == pytest.approx(lo, rel=1e-14) and grid[-1] == 0
+        steps = np.diff(mass(n, np.log(grid[:-1])))
+        np.testing.assert_allclose(steps, np.full(n - 1, steps[0]), rtol=1e-9)
+    # scaling the data scales the grid
     np.testing.assert_allclose(
-        _relative(S.tuned(17, 0.01, 10.0), 0.01, 10.0), _relative(S.tuned(17, SIGMA_MIN, SIGMA_MAX))
+        np.asarray(S.tuned(12, 0.5 * 0.01, 0.5 * 50.0, sigma_data=0.5)),
+        0.5 * np.asarray(S.tuned(12, 0.01, 50.0)),
+        rtol=1e-12,
     )
+    # carry: a grid on its own range and step count is itself; bad grids are refused
+    grid = S.karras(9, 0.01, 20.0)
+    np.testing.assert_allclose(S.carry(grid, 9, 0.01, 20.0), grid, rtol=1e-12)
+    np.testing.assert_allclose(S.carry(grid[:-1], 9, 0.01, 20.0), grid, rtol=1e-12)
+    for bad, match in [
+        ([1.0], "at least 2"),
+        ([1.0, 2.0, 0.0], "strictly decreasing"),
+        ([[1.0, 0.5]], "1-D"),
+        ([2.0, -1.0], "finite positive"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            S.carry(bad, 4, 0.1, 1.0)
+    with pytest.raises(ValueError, match="sigma_data must be > 0"):
+        S.tuned(10, SIGMA_MIN, SIGMA_MAX, sigma_data=0.0)
 
 
 def test_tuned_exact_at_tuned_steps_and_blended_between(x64):
@@ -383,6 +422,20 @@ def test_tuned_exact_at_tuned_steps_and_blended_between(x64):
             assert np.all(rel >= np.minimum(a, b) - 1e-12) and np.all(
                 rel <= np.maximum(a, b) + 1e-12
             )
+
+
+@pytest.mark.parametrize("nfe", [10, 20])
+def test_tuned_holds_on_the_ddpm_range(x64, nfe):
+    """On DDPM's range (157 -> 0.01) the carried tuned grid beats karras for IPNDM on the
+    held-out ring (before 0.4.0 the affinely stretched grid lost to diffusers' schedulers
+    there; `benchmarks/frontier.py` has the full comparison)."""
+    lo, hi = 0.01, 157.4
+    gm, solver = jd.analytic.ring(), jd.samplers.IPNDM()
+    x = hi * jax.random.normal(jax.random.key(3), (256, 2), jnp.float64)
+    ref = jd.sample(gm.denoiser, x, S.karras(800, lo, hi), solver=jd.samplers.Heun())
+    err_tuned = _trajectory_error(gm, x, ref, S.tuned(nfe, lo, hi), solver)
+    err_karras = _trajectory_error(gm, x, ref, S.karras(nfe, lo, hi), solver)
+    assert err_tuned < 0.6 * err_karras, (err_tuned, err_karras)
 
 
 def _trajectory_error(gm, x, ref, sigmas, solver):

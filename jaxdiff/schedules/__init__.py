@@ -25,7 +25,9 @@ checks (`0 < sigma_min < sigma_max`) then run only for concrete values.
 | `tuned` | grids tuned for `IPNDM` by `optimize` on many mixtures | `benchmarks/tune_schedule.py` |
 
 `SCHEDULES` names these functions (the benchmarks and the command line pick schedules by
-these names). `optimize` is not a schedule itself: it tunes a grid for a sampler by gradient
+these names). `carry(sigmas, n, sigma_min, sigma_max)` carries any grid to `n` steps on another
+range keeping its levels where they are in absolute sigma (as `tuned` is carried off its tuning
+range). `optimize` is not a schedule itself: it tunes a grid for a sampler by gradient
 descent through the compiled sampler (`OptimizedSchedule` is its result).
 
 Flow models (`jaxdiff.RectifiedFlow`: t = 0 data, t = 1 noise) step in flow time `t`; their
@@ -83,6 +85,7 @@ from ._flow import (
     flux as flux,
     flux_mu as flux_mu,
 )
+from ._grid import carry as carry
 from ._optimize import OptimizedSchedule as OptimizedSchedule, optimize as optimize
 from ._tables import ays as ays, tuned as tuned, tuned_flow as tuned_flow
 
@@ -105,6 +108,7 @@ __all__ = [
     "SCHEDULES",
     "OptimizedSchedule",
     "optimize",
+    "carry",
     *FLOW_SCHEDULES,
     "FLOW_SCHEDULES",
     "flux",

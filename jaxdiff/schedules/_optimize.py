@@ -30,6 +30,7 @@ from ..samplers._base import AbstractSampler
 from ..samplers._core import resolve_sampler, sample
 from ..samplers._heun import Heun
 from ._closed_form import karras
+from ._grid import carry_levels
 
 
 class OptimizedSchedule(NamedTuple):
@@ -172,6 +173,7 @@ def optimize(
     reference_steps: int = 512,
     key: jax.Array | None = None,
     objective: str = "rms",
+    ranges: Sequence[tuple[float, float]] | None = None,
 ) -> OptimizedSchedule:
     r"""Tune an `n`-step grid for a deterministic `solver` by gradient descent (Adam, optax)
     through the compiled sampler, against high-accuracy reference solves from the same noise.
@@ -228,6 +230,12 @@ def optimize(
       counts by its relative improvement, so that problems with large errors do not dominate;
       better for a grid meant to transfer). The reported `initial_loss`/`final_loss` and
       `losses` are in the same units (for `"log_rms"`, the geometric mean itself).
+    - `ranges`: tune one grid for several noise ranges at once (finite `sigma_max` only): a
+      list of `(sigma_min, sigma_max)` pairs. The tuned grid lives on `[sigma_min,
+      sigma_max]`; on each range it is carried by `jaxdiff.schedules.carry` (its levels kept
+      where they are in absolute sigma, as `tuned` is carried), every range gets its own
+      noise `sigma_max_r N(0, I)` and Heun reference, and the loss combines every denoiser
+      on every range. The shipped `tuned` grids were made so (`benchmarks/tune_schedule.py`).
     - `key`: the PRNG key of the training and the held-out noise (split in two). Required in
       the next release: `key=None` (the default) is deprecated, warns (`DeprecationWarning`)
       and uses `jax.random.key(0)` for this release.
@@ -249,6 +257,14 @@ def optimize(
         check_range("sigma_min", sigma_min, "sigma_max", sigma_max)
         if sigma_first is not None:
             raise ValueError("sigma_first applies only to a grid from sigma_max=inf")
+    if ranges is not None:
+        if from_noise:
+            raise ValueError("ranges applies only to grids from a finite sigma_max")
+        ranges = [tuple(r) for r in ranges]
+        if not ranges or any(len(r) != 2 for r in ranges):
+            raise ValueError("ranges must be a non-empty list of (sigma_min, sigma_max) pairs")
+        for lo, hi in ranges:
+            check_range("ranges' sigma_min", lo, "ranges' sigma_max", hi)
     check_choice("objective", objective, ("rms", "log_rms"))
     iterations = check_count("iterations", iterations)
     reference_steps = check_count("reference_steps", reference_steps)
@@ -297,8 +313,12 @@ def optimize(
         def grid_of(theta):
             return inf_grid_from_params(theta, sigma_min)
 
-        def solve(d, x, first, grid):
-            return sample(d, first + grid[0] * x, grid, solver=solver)
+        def solve_all(theta, xs, firsts):
+            grid = grid_of(theta)
+            return [
+                sample(d, f + grid[0] * x, grid, solver=solver)
+                for d, x, f in zip(dens, xs, firsts, strict=True)
+            ]
 
         theta0 = jnp.concatenate(
             [
@@ -307,31 +327,43 @@ def optimize(
             ]
         ).astype(dtype)
     else:
-        ref_grid = karras(reference_steps, sigma_min, sigma_max).astype(dtype)
+        spans = [(sigma_min, sigma_max)] if ranges is None else ranges
 
         def problem(k):
-            xs = [sigma_max * jr.normal(jr.fold_in(k, j), s, dtype) for j, s in enumerate(shapes)]
-            refs = [sample(d, x, ref_grid, solver=Heun()) for d, x in zip(dens, xs, strict=True)]
+            xs, refs = [], []
+            for r, (lo, hi) in enumerate(spans):
+                ref_grid = karras(reference_steps, lo, hi).astype(dtype)
+                for j, (d, s) in enumerate(zip(dens, shapes, strict=True)):
+                    x = hi * jr.normal(jr.fold_in(k, j + r * len(dens)), s, dtype)
+                    xs.append(x)
+                    refs.append(sample(d, x, ref_grid, solver=Heun()))
             return xs, refs, [None] * len(xs)
 
         def grid_of(theta):
             return grid_from_params(theta, sigma_min, sigma_max)
 
-        def solve(d, x, first, grid):
-            del first
-            return sample(d, x, grid, solver=solver)
+        def solve_all(theta, xs):
+            grid = grid_of(theta)
+            if ranges is None:
+                grids = [grid] * len(xs)
+            else:
+                log_levels = jnp.log(grid[:-1])
+                carried = [
+                    carry_levels(n, jnp.asarray(lo, dtype), jnp.asarray(hi, dtype), log_levels)
+                    for lo, hi in spans
+                ]
+                grids = [g for g in carried for _ in dens]
+            ds = [d for _ in spans for d in dens]
+            return [sample(d, x, g, solver=solver) for d, x, g in zip(ds, xs, grids, strict=True)]
 
         theta0 = params_from_grid(start)
 
     train, test = problem(k_train), problem(k_test)
 
     def loss(theta, data):
-        grid = grid_of(theta)
         xs, refs, firsts = data
-        errs = [
-            _rms(solve(d, x, f, grid), r) for d, x, r, f in zip(dens, xs, refs, firsts, strict=True)
-        ]
-        errs = jnp.stack(errs)
+        outs = solve_all(theta, xs, firsts) if from_noise else solve_all(theta, xs)
+        errs = jnp.stack([_rms(o, r) for o, r in zip(outs, refs, strict=True)])
         if objective == "log_rms":
             return jnp.mean(jnp.log(errs))
         return jnp.mean(errs)

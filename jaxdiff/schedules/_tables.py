@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._checks import check_choice, check_count, check_float_dtype, check_positive, is_traced
-from ._grid import log_relative, prepare
+from ._grid import carry_levels, log_relative, prepare
 
 # Align Your Steps' optimized 10-step grids (11 levels, from the model's largest to its smallest
 # noise level), as published with the paper (NVIDIA's AYS how-to page, also in ComfyUI's
@@ -60,19 +60,19 @@ def ays(n, sigma_min, sigma_max, *, model="sd15", dtype=None):
     return log_relative(n, sigma_min, sigma_max, jnp.asarray(rel_n, dtype))
 
 
-# Grids tuned by `benchmarks/tune_schedule.py` (see `tuned`): for each step count n, the n
-# positive levels as relative positions (log sigma_i - log sigma_min) / (log sigma_max -
-# log sigma_min), from 1 down to 0.
+# Grids tuned by `benchmarks/tune_schedule.py` (see `tuned`) on three ranges at once through
+# `carry`: for each step count n, the n positive levels of the grid on [0.002, 80] as relative
+# positions (log sigma_i - log 0.002) / (log 80 - log 0.002), from 1 down to 0.
 _TUNED_KNOTS = {
-    5: (1.0000, 0.6906, 0.5730, 0.3936, 0.0000),
-    10: (1.0000, 0.8862, 0.7468, 0.6630, 0.5834, 0.5305, 0.4684, 0.3904, 0.2720, 0.0000),
-    15: (1.0000, 0.9078, 0.7925, 0.7145, 0.6404, 0.6040, 0.5715, 0.5430, 0.5117, 0.4825,
-         0.4531, 0.4068, 0.3597, 0.2969, 0.0000),
-    20: (1.0000, 0.9514, 0.8984, 0.7324, 0.6839, 0.6628, 0.6400, 0.6051, 0.5844, 0.5627,
-         0.5425, 0.5251, 0.5058, 0.4810, 0.4590, 0.4306, 0.4056, 0.3700, 0.2205, 0.0000),
-    30: (1.0000, 0.9154, 0.8026, 0.7525, 0.7091, 0.6758, 0.6570, 0.6341, 0.6194, 0.6047,
-         0.5897, 0.5776, 0.5637, 0.5524, 0.5395, 0.5290, 0.5171, 0.5056, 0.4919, 0.4784,
-         0.4640, 0.4465, 0.4291, 0.4101, 0.3850, 0.3576, 0.3226, 0.2792, 0.1345, 0.0000),
+    5: (1.0000, 0.6868, 0.5483, 0.3320, 0.0000),
+    10: (1.0000, 0.8087, 0.7357, 0.6509, 0.5873, 0.5293, 0.4658, 0.3775, 0.2528, 0.0000),
+    15: (1.0000, 0.9433, 0.8315, 0.7751, 0.6820, 0.6312, 0.5908, 0.5654, 0.5365, 0.5082, 0.4768,
+         0.4290, 0.3775, 0.3024, 0.0000),
+    20: (1.0000, 0.9236, 0.8890, 0.8023, 0.7539, 0.7093, 0.6671, 0.6255, 0.5998, 0.5683, 0.5455,
+         0.5219, 0.4964, 0.4699, 0.4412, 0.4002, 0.3549, 0.2948, 0.1093, 0.0000),
+    30: (1.0000, 0.9249, 0.8439, 0.8177, 0.7813, 0.7390, 0.7144, 0.6884, 0.6631, 0.6469, 0.6240,
+         0.6092, 0.5950, 0.5809, 0.5673, 0.5552, 0.5403, 0.5278, 0.5134, 0.4985, 0.4824, 0.4638,
+         0.4444, 0.4184, 0.3938, 0.3599, 0.3206, 0.2687, 0.1039, 0.0000),
 }  # fmt: skip
 
 
@@ -117,35 +117,62 @@ def _tuned_relative(n: int) -> np.ndarray:
     return _frozen(_blend(_TUNED_KNOTS, n, n)[0])
 
 
-def tuned(n, sigma_min, sigma_max, *, dtype=None):
+# The range the tuned grids were tuned on (`benchmarks/tune_schedule.py`), for unit-scale data.
+TUNED_SIGMA_MIN, TUNED_SIGMA_MAX = 0.002, 80.0
+
+
+def tuned(n, sigma_min, sigma_max, *, sigma_data=1.0, dtype=None):
     r"""Grids tuned for `jaxdiff.samplers.IPNDM` (default options) on the probability-flow
     ODE of many Gaussian mixtures, in the spirit of Align Your Steps (Sabour et al. 2024) and
-    GITS (Chen et al. 2024), with the trajectory error itself as the objective.
+    GITS (Chen et al. 2024), with the trajectory error itself as the objective; anchored in
+    absolute sigma, so that they hold on any range a model was trained on.
 
-    For each of the step counts `5, 10, 15, 20, 30`, `optimize` (200 Adam steps from
-    `karras`, `objective="log_rms"`, 128 noise draws per mixture) chose the grid from
-    `sigma_max = 80` to `sigma_min = 0.002` minimizing the geometric mean, over twelve random
-    mixtures in 2-D and 16-D (different component counts, spreads and widths), of the RMS
-    distance between an `IPNDM` solve and a 512-step Heun reference solve from the same
-    noise; `benchmarks/tune_schedule.py` regenerates the numbers and checks the transfer to
-    held-out mixtures (other seeds, 8-D and 32-D, the `ring`/`grid` presets). The grids are
-    stored as relative positions in $\log\sigma$,
-    $r_i = (\log\sigma_i - \log\sigma_{min}) / (\log\sigma_{max} - \log\sigma_{min})$, and
-    mapped to `[sigma_min, sigma_max]` by the same affine map in $\log\sigma$ (so a different
-    range keeps the shape, as `ays` does). At a tuned `n` the grid is the tuned one; between
-    two tuned step counts $n_a < n < n_b$ it blends their grids, each interpolated linearly
+    For each of the step counts `5, 10, 15, 20, 30`, `optimize` chose the grid on
+    `[0.002, 80]` minimizing the geometric mean, over twelve random mixtures in 2-D and 16-D
+    (different component counts, spreads and widths) and three ranges (EDM's 80 -> 0.002,
+    DDPM's 157.4 -> 0.0100, Stable Diffusion's 14.61 -> 0.0292, each reached by `carry`, see
+    below), of the RMS distance between an `IPNDM` solve and a 512-step Heun reference solve
+    from the same noise: first 200 Adam steps from `karras` on EDM's range alone (128 noise
+    draws per mixture), then 120 Adam steps from there on the three ranges (64 draws;
+    `optimize(..., ranges=...)`). `benchmarks/tune_schedule.py` regenerates the numbers and
+    checks the transfer to held-out mixtures (other seeds, 8-D and 32-D, the `ring`/`grid`
+    presets); `benchmarks/frontier.py` compares them with diffusers' and k-diffusion's best
+    on EDM's and DDPM's ranges. Between two
+    tuned step counts $n_a < n < n_b$ the grid blends their grids, each interpolated linearly
     at $i/(n-1)$ against its normalized index (AYS's log-linear interpolation), with weight
     $\log(n/n_a)/\log(n_b/n_a)$; outside the tuned range it interpolates the nearest tuned
-    grid. Every such blend is strictly decreasing. `n = 1` gives `[sigma_max, 0]`.
+    grid. This gives the `n`-level *tuned grid* on `[0.002, 80]`.
 
-    The grids spend their steps where mixtures split into modes (roughly sigma 0.1 to 3 for
-    unit-scale data) and take large steps near `sigma_max`. They suit data of roughly unit
-    scale (as for EDM-preconditioned models); other samplers on them are not tuned.
+    **Other ranges.** Where a grid needs its steps depends on the data, not on the range: the
+    tuned grids spend them where mixtures split into modes (sigma about 0.1 to 3 for
+    unit-scale data) and take large steps near the top. So the tuned grid, scaled by
+    `sigma_data`, is carried to `[sigma_min, sigma_max]` by `carry`: read as a density of
+    levels in absolute $\log\sigma$ (one level per tuned step, continued at its end values
+    beyond 0.002 and 80), whose quantiles at equal spacings of its mass are the levels. On
+    `[0.002, 80]` that is the tuned grid itself; a range that starts higher (e.g. DDPM's 157)
+    adds a long step at the top, one that stops higher (e.g. 0.01) drops the tuned levels
+    below it and spreads their steps over the rest, and the dense region stays at the same
+    sigmas. Tuned through this carrying on three ranges, the grids hold on each; other
+    ranges are carried the same way, but only those three were tuned on. (Releases before
+    0.4.0 stretched the tuned grid affinely in $\log\sigma$ over the range, which moved the
+    dense region with it: on DDPM's 157 -> 0.01 that lost to diffusers' schedulers.)
 
-    **Returns:** the `n + 1` levels, last `0`.
+    **Arguments:** `n` steps (a Python int); `sigma_min < sigma_max` (may be traced);
+    `sigma_data`: the scale of the data (its standard deviation, as EDM's `sigma_data`; the
+    tuning mixtures had unit-order scales, the default 1; a concrete positive number);
+    `dtype` (default: the default float dtype).
+
+    **Returns:** the `n + 1` levels, last `0`; `n = 1` gives `[sigma_max, 0]`.
     """
     n, sigma_min, sigma_max, dtype = prepare(n, sigma_min, sigma_max, dtype)
-    return log_relative(n, sigma_min, sigma_max, jnp.asarray(_tuned_relative(n), dtype))
+    check_positive("sigma_data", sigma_data)
+    if is_traced(sigma_data):
+        raise TypeError("sigma_data must be a concrete number, not traced")
+    if n == 1:
+        return jnp.stack([sigma_max, jnp.zeros((), dtype)])
+    log_lo, log_hi = math.log(TUNED_SIGMA_MIN), math.log(TUNED_SIGMA_MAX)
+    levels = log_lo + _tuned_relative(n) * (log_hi - log_lo) + math.log(float(sigma_data))
+    return carry_levels(n, sigma_min, sigma_max, jnp.asarray(levels, dtype))
 
 
 # Grids from pure noise tuned by `benchmarks/tune_schedule.py --from-noise` (see
