@@ -32,6 +32,7 @@ from ._lms import LMS as LMS
 from ._names import SAMPLERS as SAMPLERS, by_name as by_name
 from ._predictor_corrector import PredictorCorrector as PredictorCorrector
 from ._res_multistep import RESMultistep as RESMultistep
+from ._restart import Restart as Restart
 from ._sa_solver import SASolver as SASolver
 from ._unipc import UniPC as UniPC
 
@@ -62,6 +63,7 @@ __all__ = [
     "Heun",
     "PredictorCorrector",
     "RESMultistep",
+    "Restart",
     "SASolver",
     "UniPC",
     "by_name",

@@ -29,6 +29,7 @@ from ._ipndm import IPNDM
 from ._lms import LMS
 from ._predictor_corrector import PredictorCorrector
 from ._res_multistep import RESMultistep
+from ._restart import Restart
 from ._sa_solver import SASolver
 from ._unipc import UniPC
 
@@ -58,6 +59,7 @@ SAMPLERS: dict[str, type[AbstractSampler]] = {
     "er_sde": ERSDE,
     "sa_solver": SASolver,
     "dpm_solver_v3": DPMSolverV3,
+    "restart": Restart,
 }
 
 
