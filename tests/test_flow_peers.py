@@ -24,7 +24,8 @@ import jaxdiff as jd
 S = jd.schedules
 MU = S.flux_mu(1024)
 N_STEPS = 8
-FLOAT32 = 1e-6  # relative (max-norm) agreement in float32; measured <= 7.3e-7
+FLOAT32 = 4e-6  # relative (max-norm) agreement in float32: rounding; measured <= 7.3e-7 with
+# optimized compiles, <= 1.7e-6 with the suite's unoptimized ones (conftest.py)
 FLOAT64 = 1e-12  # measured <= 3.1e-15
 
 

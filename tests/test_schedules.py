@@ -46,7 +46,8 @@ def test_discovery_finds_every_schedule():
     flows = {*S.FLOW_SCHEDULES, "FLOW_SCHEDULES", "flux", "flux_mu", "flow_times", "flow_sigmas"}
     flows.add("tuned_flow")
     discrete = {"discrete", "discrete_timesteps", "rescale_zero_terminal_snr", "SPACINGS"}
-    expected = {*S.SCHEDULES, "SCHEDULES", "optimize", "OptimizedSchedule", *flows, *discrete}
+    expected = {*S.SCHEDULES, "SCHEDULES", "optimize", "OptimizedSchedule", "carry", *flows}
+    expected |= discrete
     assert set(S.__all__) == expected
 
 
