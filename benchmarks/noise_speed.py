@@ -50,7 +50,10 @@ import numpy as np
 
 import jaxdiff as jd
 from jaxdiff import _fixed_grid as fixed_grid  # private: the samplers' driver
-from jaxdiff.sde._brownian import GridBrownianPath  # private: the per-step path of key=
+from jaxdiff.sde._brownian import (  # private: the per-step path of key=
+    DiffraxLoopPath,
+    GridBrownianPath,
+)
 from jaxdiff.sde._solve import step_grid  # private: the grid jd.solve_sde steps through
 
 DEFAULT_CASES = ((1024, 1000), (4096, 1000))
@@ -65,31 +68,6 @@ def _bits(t):
 
 def _em(x, dt, dw):
     return x - x * dt + math.sqrt(dt) * dw
-
-
-class _Loop(dfx.AbstractBrownianPath):
-    """Forwards to a path, so that `jd.solve_sde(brownian=...)` runs diffrax's loop on it."""
-
-    path: GridBrownianPath
-
-    @property
-    def t0(self):
-        return self.path.t0
-
-    @property
-    def t1(self):
-        return self.path.t1
-
-    @property
-    def levy_area(self):
-        return self.path.levy_area
-
-    @property
-    def shape(self):
-        return self.path.shape
-
-    def evaluate(self, t0, t1=None, left=True, use_levy=False):
-        return self.path.evaluate(t0, t1, left, use_levy)
 
 
 def methods(batch: int, steps: int):
@@ -118,7 +96,7 @@ def methods(batch: int, steps: int):
     shape = jax.ShapeDtypeStruct((batch,), jnp.float32)
 
     def before(key, x):
-        path = _Loop(GridBrownianPath(grid, key, shape))
+        path = DiffraxLoopPath(GridBrownianPath(grid, key, shape))
         return jd.solve_sde(SDE, x, ts, brownian=path, dt=dt)[-1]
 
     return x0, {

@@ -126,3 +126,35 @@ def with_optimized_compiles(request) -> bool:
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     return True
+
+
+def max_relative(ours, theirs) -> float:
+    """Max-norm difference relative to the largest entry of `theirs` (peer comparisons)."""
+    ours, theirs = np.asarray(ours), np.asarray(theirs)
+    return float(np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)))
+
+
+def graded_grid(n):
+    """n + 1 sigmas from 2 to 0.05, log sigma graded quadratically, then 0: its first steps are
+    O(h^2), so that a first-order warm-up step does not cap the measured order at 2."""
+    u = (np.arange(n) / (n - 1)) ** 2
+    return np.append(2.0 * np.exp(u * np.log(1 / 40)), 0.0)
+
+
+def gaussian_order(sampler, ns=(32, 64, 128), grid_fn=graded_grid):
+    """The fitted order of the PF-ODE error at the last positive sigma for the data N(mu, s^2 I),
+    whose exact solution is x(sigma) = mu + (x_0 - mu) sqrt(s^2 + sigma^2) / sqrt(s^2 +
+    sigma_0^2), on the grids `grid_fn(n)`. Call in float64."""
+    mu, sd = jnp.array([0.5, -1.0]), 0.3
+
+    def den(x, sigma):
+        return (x * sd**2 + mu * sigma**2) / (sd**2 + sigma**2)
+
+    x0 = 2.0 * jr.normal(jr.key(0), (64, 2), jnp.float64)
+    errs = []
+    for n in ns:
+        grid = grid_fn(n)
+        traj = jd.sample(den, x0, grid, solver=sampler, return_trajectory=True)[1]
+        exact = mu + (x0 - mu) * np.sqrt(sd**2 + grid[-2] ** 2) / np.sqrt(sd**2 + grid[0] ** 2)
+        errs.append(float(jnp.sqrt(jnp.mean(jnp.sum((traj[-2] - exact) ** 2, -1)))))
+    return -np.polyfit(np.log(ns), np.log(errs), 1)[0]

@@ -18,7 +18,7 @@ import pytest
 import jaxdiff as jd
 from jaxdiff import _fixed_grid as fixed_grid
 from jaxdiff.sde import _solve as solve_mod
-from jaxdiff.sde._brownian import GridBrownianPath
+from jaxdiff.sde._brownian import DiffraxLoopPath, GridBrownianPath
 from jaxdiff.sde._solve import chunking, step_grid
 
 OU = jd.SDE(lambda t, x, a: -x, lambda t, x, a: jnp.ones_like(x), additive=True)
@@ -35,38 +35,12 @@ def tiny_chunks(monkeypatch):
     monkeypatch.setattr(solve_mod, "CHUNK_BYTES", 7 * 16 * 4)
 
 
-class Delegate(dfx.AbstractBrownianPath):
-    """A Brownian path that forwards to another: `solve_sde(brownian=...)` then runs diffrax's
-    own loop (StepTo) on it, step by step."""
-
-    path: GridBrownianPath
-
-    @property
-    def t0(self):
-        return self.path.t0
-
-    @property
-    def t1(self):
-        return self.path.t1
-
-    @property
-    def levy_area(self):
-        return self.path.levy_area
-
-    @property
-    def shape(self):
-        return self.path.shape
-
-    def evaluate(self, t0, t1=None, left=True, use_levy=False):
-        return self.path.evaluate(t0, t1, left, use_levy)
-
-
 def diffrax_loop(sde, x0, ts, key, dt, solver):
     """The same solve through `diffrax.diffeqsolve`, the noise drawn step by step."""
     levy = dfx.SpaceTimeLevyArea if solver in ("srk", "shark", "sra1", "spark") else None
     grid = jnp.asarray(step_grid(np.asarray(ts, np.float64), dt), jnp.float32)
     path = GridBrownianPath(grid, key, sde.noise_shape(x0), levy or dfx.BrownianIncrement)
-    return jd.solve_sde(sde, x0, ts, brownian=Delegate(path), dt=dt, solver=solver)
+    return jd.solve_sde(sde, x0, ts, brownian=DiffraxLoopPath(path), dt=dt, solver=solver)
 
 
 def test_chunking_is_bounded_and_even():

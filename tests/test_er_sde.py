@@ -18,7 +18,7 @@ import jax.random as jr
 import numpy as np
 import pytest
 from conftest import karras_np
-from jaxdiff_test_utils import compiles, order_of_convergence
+from jaxdiff_test_utils import compiles, gaussian_order, order_of_convergence
 
 import jaxdiff as jd
 from jaxdiff.samplers._core import _sample
@@ -193,29 +193,6 @@ def test_quadrature_matches_closed_forms(x64):
 
 
 # --- order -------------------------------------------------------------------------------------
-
-
-def graded_grid(n):
-    """n + 1 sigmas from 2 to 0.05, log sigma graded quadratically, then 0: its first steps are
-    O(h^2), so that a first-order warm-up step does not cap the measured order at 2."""
-    u = (np.arange(n) / (n - 1)) ** 2
-    return np.append(2.0 * np.exp(u * np.log(1 / 40)), 0.0)
-
-
-def gaussian_order(sampler, ns=(32, 64, 128)):
-    """The fitted order of the PF-ODE error at the last positive sigma for the data N(mu, s^2 I),
-    whose exact solution is x(sigma) = mu + (x_0 - mu) sqrt(s^2 + sigma^2) / sqrt(s^2 +
-    sigma_0^2), on graded grids."""
-    mu, sd = jnp.array([0.5, -1.0]), 0.3
-    den = lambda x, sigma: (x * sd**2 + mu * sigma**2) / (sd**2 + sigma**2)
-    x0 = 2.0 * jr.normal(jr.key(0), (64, 2), jnp.float64)
-    errs = []
-    for n in ns:
-        grid = graded_grid(n)
-        traj = jd.sample(den, x0, grid, solver=sampler, return_trajectory=True)[1]
-        exact = mu + (x0 - mu) * np.sqrt(sd**2 + grid[-2] ** 2) / np.sqrt(sd**2 + grid[0] ** 2)
-        errs.append(float(jnp.sqrt(jnp.mean(jnp.sum((traj[-2] - exact) ** 2, -1)))))
-    return -np.polyfit(np.log(ns), np.log(errs), 1)[0]
 
 
 def test_order_2_convergence(x64):

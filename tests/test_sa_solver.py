@@ -22,7 +22,13 @@ import jax.random as jr
 import numpy as np
 import pytest
 from conftest import karras_np
-from jaxdiff_test_utils import compiles, geometric_grid, require
+from jaxdiff_test_utils import (
+    compiles,
+    gaussian_order,
+    geometric_grid,
+    max_relative,
+    require,
+)
 
 import jaxdiff as jd
 from jaxdiff.samplers._core import _sample
@@ -39,11 +45,6 @@ def _problem():
     gm = jd.analytic.ring(dtype=jnp.float64)
     x = 80.0 * np.random.default_rng(0).standard_normal((32, 2))
     return gm, x, jax.jit(lambda x_, sigma: gm.denoiser(x_, sigma))
-
-
-def _relative(ours, theirs):
-    ours, theirs = np.asarray(ours), np.asarray(theirs)
-    return float(np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)))
 
 
 def step_noises(key, n, shape):
@@ -108,9 +109,11 @@ def test_matches_diffusers(x64, monkeypatch, ours, theirs, n):
     noises = step_noises(KEY, n, x.shape)
     expected = _diffusers_run(monkeypatch, sigmas, noises, **theirs)
     final, traj = _ours(SASolver(**ours), sigmas, return_trajectory=True)
-    assert _relative(traj[n - 1], expected) < FLOAT64
+    assert max_relative(traj[n - 1], expected) < FLOAT64
     # the last step returns D at the predicted x_{n-1}
-    assert _relative(final, denoiser(jnp.asarray(expected), jnp.float64(sigmas[n - 1]))) < FLOAT64
+    assert (
+        max_relative(final, denoiser(jnp.asarray(expected), jnp.float64(sigmas[n - 1]))) < FLOAT64
+    )
 
 
 def test_default_tau_interval_is_diffusers_tau_func():
@@ -220,29 +223,6 @@ def test_tau_zero_exact_for_constant_denoiser(x64, orders):
     sampler = SASolver(predictor_order=orders[0], corrector_order=orders[1], tau=0.0)
     traj = jd.sample(den, mu + sigmas[0] * z, sigmas, solver=sampler, return_trajectory=True)[1]
     np.testing.assert_allclose(traj, mu + sigmas[:, None, None] * z, rtol=1e-13, atol=1e-13)
-
-
-def graded_grid(n):
-    """n + 1 sigmas from 2 to 0.05, log sigma graded quadratically, then 0: its first steps are
-    O(h^2), so that a first-order warm-up step does not cap the measured order at 2."""
-    u = (np.arange(n) / (n - 1)) ** 2
-    return np.append(2.0 * np.exp(u * np.log(1 / 40)), 0.0)
-
-
-def gaussian_order(sampler, ns, grid_fn=graded_grid):
-    """The fitted order of the PF-ODE error at the last positive sigma for the data N(mu, s^2 I),
-    whose exact solution is x(sigma) = mu + (x_0 - mu) sqrt(s^2 + sigma^2) / sqrt(s^2 +
-    sigma_0^2), on the grids `grid_fn(n)`."""
-    mu, sd = jnp.array([0.5, -1.0]), 0.3
-    den = lambda x, sigma: (x * sd**2 + mu * sigma**2) / (sd**2 + sigma**2)
-    x0 = 2.0 * jr.normal(jr.key(0), (64, 2), jnp.float64)
-    errs = []
-    for n in ns:
-        grid = grid_fn(n)
-        traj = jd.sample(den, x0, grid, solver=sampler, return_trajectory=True)[1]
-        exact = mu + (x0 - mu) * np.sqrt(sd**2 + grid[-2] ** 2) / np.sqrt(sd**2 + grid[0] ** 2)
-        errs.append(float(jnp.sqrt(jnp.mean(jnp.sum((traj[-2] - exact) ** 2, -1)))))
-    return -np.polyfit(np.log(ns), np.log(errs), 1)[0]
 
 
 def test_default_order_2_convergence(x64):

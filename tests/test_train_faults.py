@@ -109,13 +109,18 @@ def test_ctrl_c_during_a_save_completes_it_and_stops(tmp_path, moons, monkeypatc
         return real_save(self, state, config)
 
     monkeypatch.setattr(_checkpoint.Checkpointer, "save", interrupted_save)
-    with pytest.raises(jt.TrainingInterrupted) as info:
-        fit(tmp_path, moons)
+    # Python's own handler, whatever this worker inherited (a background job ignores SIGINT)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(jt.TrainingInterrupted) as info:
+            fit(tmp_path, moons)
+        # the handlers are restored: SIGINT is Python's again
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     assert info.value.signal == signal.SIGINT and info.value.checkpoint == 4
     assert isinstance(info.value, KeyboardInterrupt)
     assert jt.latest_step(tmp_path) == 4 and not _leftovers(tmp_path)
-    # the handlers are restored: SIGINT is Python's again
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     monkeypatch.undo()
     resumed = fit(tmp_path, moons)
     reference = fit(tmp_path / "reference", moons)
@@ -401,3 +406,20 @@ def test_cli_training_options_are_checked(tmp_path, capsys):
     status = main([*argv[:4], "6", *argv[5:], "--width", "16"])
     err = capsys.readouterr().err
     assert status == 2 and "network.hidden: stored 12, given 16" in err
+
+
+def test_ignored_signals_stay_ignored():
+    """A process that ignores SIGINT (nohup, a background job) keeps ignoring it while the
+    loop defers the signals it does handle."""
+    from jaxdiff.train._signals import DeferredSignals
+
+    inherited = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with DeferredSignals() as deferred:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            assert deferred.received is None
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, inherited)

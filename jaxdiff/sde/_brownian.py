@@ -141,6 +141,34 @@ class StepIncrement(dfx.AbstractBrownianPath):
         return dfx.BrownianIncrement(dt=t1 - t0, W=self.w)
 
 
+class DiffraxLoopPath(dfx.AbstractBrownianPath):
+    """A `GridBrownianPath` seen as any other path: `jaxdiff.solve_sde(..., brownian=...)` then
+    runs diffrax's own loop on it, drawing step by step, as `solve_sde(key=)` did before it
+    drew its increments a chunk of steps at a time (the same numbers, to float rounding). For
+    comparisons: `benchmarks/noise_speed.py` and the tests."""
+
+    path: GridBrownianPath
+
+    @property
+    def t0(self):
+        return self.path.t0
+
+    @property
+    def t1(self):
+        return self.path.t1
+
+    @property
+    def levy_area(self):
+        return self.path.levy_area
+
+    @property
+    def shape(self):
+        return self.path.shape
+
+    def evaluate(self, t0, t1=None, left=True, use_levy=False):
+        return self.path.evaluate(t0, t1, left, use_levy)
+
+
 def _time_bits(t):
     """The bits of a float time as one or two uint32 words."""
     t = jnp.asarray(t)

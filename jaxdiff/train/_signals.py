@@ -22,7 +22,8 @@ FORCE_AFTER = 3
 
 class DeferredSignals:
     """A context manager that defers SIGINT and SIGTERM (only in the main thread, where Python
-    delivers signals; elsewhere it does nothing).
+    delivers signals; elsewhere it does nothing). A signal that the process ignores (`SIG_IGN`,
+    e.g. SIGINT under `nohup` or in a background job of a non-interactive shell) stays ignored.
 
     Attributes:
         received: the first signal received (a `signal.Signals`), or None.
@@ -56,7 +57,10 @@ class DeferredSignals:
     def __enter__(self) -> DeferredSignals:
         if self.enabled:
             for signum in SIGNALS:
-                self._previous[signum] = signal.getsignal(signum)
+                previous = signal.getsignal(signum)
+                if previous is signal.SIG_IGN:  # ignored on purpose (nohup, a background job)
+                    continue
+                self._previous[signum] = previous
                 signal.signal(signum, self._handle)
         return self
 
