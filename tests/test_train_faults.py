@@ -196,6 +196,11 @@ def _train_argv(out, steps, *extra):
     ]
 
 
+def _default_signals():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(
     "signals, status, word",
     [
@@ -213,6 +218,9 @@ def test_cli_signal_during_a_save(tmp_path, signals, status, word, capsys):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # as from a terminal: a worker started in the background ignores SIGINT, and a child
+        # inherits that (jaxdiff train then keeps ignoring it, as it should)
+        preexec_fn=_default_signals,
     )
     try:
         deadline = time.monotonic() + 120
