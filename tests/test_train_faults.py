@@ -162,7 +162,11 @@ def test_a_third_signal_forces_the_exit_without_saving(tmp_path, moons, monkeypa
 
 SHIM = textwrap.dedent(
     """
-    import pathlib, sys, time
+    import pathlib, signal, sys, time
+    # as from a terminal: a worker started in the background ignores SIGINT, and a child
+    # inherits that (jaxdiff train then keeps ignoring it, as it should)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     from jaxdiff.train import _checkpoint
     real = _checkpoint.Checkpointer.save
     def slow_save(self, state, config=None):
@@ -196,11 +200,6 @@ def _train_argv(out, steps, *extra):
     ]
 
 
-def _default_signals():
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 @pytest.mark.parametrize(
     "signals, status, word",
     [
@@ -218,9 +217,6 @@ def test_cli_signal_during_a_save(tmp_path, signals, status, word, capsys):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        # as from a terminal: a worker started in the background ignores SIGINT, and a child
-        # inherits that (jaxdiff train then keeps ignoring it, as it should)
-        preexec_fn=_default_signals,
     )
     try:
         deadline = time.monotonic() + 120
