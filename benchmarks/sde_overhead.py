@@ -8,7 +8,9 @@ state only. Methods, all timed in one process on the same cases:
 - `lax.scan`: the baseline, written by hand and jitted:
   `x + f(t, x) dt + g sqrt(dt) normal(fold_in(key, bits(t_i)))`.
 - `jd.solve_sde key=` (direct call; it is compiled inside) and the same call wrapped in an
-  outer `jax.jit`: the default path (StepTo grid, one normal draw per step).
+  outer `jax.jit`: the default path (since 0.4.0 a scan over chunks of steps, each drawing
+  its steps' normals in one batched call; before, one draw per step inside diffrax's loop:
+  see `noise_speed.py`).
 - `jd.solve_sde brownian=tree`: the shared-path option, `jd.brownian_tree(key, 0, 1, (batch,),
   tol=dt / 2, levy_area=diffrax.BrownianIncrement)`, called directly. Euler–Maruyama needs no
   Lévy area, and `BrownianIncrement` is what the raw `VirtualBrownianTree` below uses by default;
