@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import types
@@ -158,3 +159,32 @@ def gaussian_order(sampler, ns=(32, 64, 128), grid_fn=graded_grid):
         exact = mu + (x0 - mu) * np.sqrt(sd**2 + grid[-2] ** 2) / np.sqrt(sd**2 + grid[0] ** 2)
         errs.append(float(jnp.sqrt(jnp.mean(jnp.sum((traj[-2] - exact) ** 2, -1)))))
     return -np.polyfit(np.log(ns), np.log(errs), 1)[0]
+
+
+def check_one_program_and_per_sample_keys(denoiser, sampler, x, grid, out):
+    """For a stochastic sampler whose `jd.sample(denoiser, x, grid, ...)` has already run (its
+    output `out`): new noise or a new key compile nothing and give other samples; with
+    per-sample keys, the same rows in another order give the same results (a sample depends
+    on its own noise and key only). Call in float64."""
+    from jaxdiff.samplers._core import _sample
+
+    x_new = jnp.asarray(80.0 * np.random.default_rng(1).standard_normal(x.shape))
+    with compiles(_sample) as new:
+        again = jd.sample(denoiser, x_new, grid, solver=sampler, key=jr.key(4))
+        other_key = jd.sample(denoiser, jnp.asarray(x), grid, solver=sampler, key=jr.key(4))
+    assert new.count == 0
+    assert bool(jnp.all(jnp.isfinite(again))) and not np.allclose(out, other_key)
+    keys = jd.per_sample_keys(jr.key(7), x.shape[0])
+    perm = np.random.default_rng(2).permutation(x.shape[0])
+    whole = jd.sample(denoiser, jnp.asarray(x), grid, solver=sampler, key=keys)
+    shuffled = jd.sample(denoiser, jnp.asarray(x[perm]), grid, solver=sampler, key=keys[perm])
+    np.testing.assert_allclose(whole[perm], shuffled, rtol=1e-13, atol=1e-13)
+
+
+@functools.cache
+def ring_peer_problem():
+    """The peer comparisons' problem: the 2-D ring in float64, 32 initial points at sigma 80
+    (seed 0), and its exact denoiser jitted once (call under x64)."""
+    gm = jd.analytic.ring(dtype=jnp.float64)
+    x = 80.0 * np.random.default_rng(0).standard_normal((32, 2))
+    return gm, x, jax.jit(lambda x_, sigma: gm.denoiser(x_, sigma))

@@ -18,10 +18,14 @@ import jax.random as jr
 import numpy as np
 import pytest
 from conftest import karras_np
-from jaxdiff_test_utils import compiles, gaussian_order, order_of_convergence
+from jaxdiff_test_utils import (
+    check_one_program_and_per_sample_keys,
+    gaussian_order,
+    order_of_convergence,
+)
 
 import jaxdiff as jd
-from jaxdiff.samplers._core import _sample
+import jaxdiff.bench as jb
 from jaxdiff.samplers._er_sde import ERSDE, NOISE_SCALES
 
 S = jd.samplers
@@ -41,11 +45,6 @@ PHI = {
 def np_denoiser(gm):
     den = jax.jit(lambda x, sigma: gm.denoiser(x, sigma))
     return lambda x, sigma: np.asarray(den(jnp.asarray(x), jnp.asarray(sigma)))
-
-
-def step_noises(key, n, shape):
-    """The noise `jaxdiff.sample` gives step i: a normal draw from `fold_in(key, i)`."""
-    return [np.array(jr.normal(jr.fold_in(key, i), shape, jnp.float64)) for i in range(n)]
 
 
 def er_sde_np(den, x, sigmas, *, order, phi, noises, s_noise=1.0, exact=False, noisy=True):
@@ -131,7 +130,7 @@ UNEVEN = np.array([9.0, 7.5, 3.0, 2.6, 0.9, 0.2, 0.15, 0.0])
 def test_matches_numpy_loop(x64, options, grid):
     gm, x, key = _problem()
     sampler = ERSDE(**options)
-    noises = step_noises(key, len(grid) - 1, x.shape)
+    noises = jb.step_normals(key, len(grid) - 1, x.shape)
     theirs = er_sde_np(
         np_denoiser(gm), x, grid, order=sampler.order, phi=PHI[sampler.noise_scale],
         noises=noises, s_noise=sampler.s_noise, exact=sampler.exact_third_order,
@@ -217,19 +216,7 @@ def test_one_program_per_sample_keys_and_pure_noise_start(x64):
     gm, x, key = _problem()
     sampler = ERSDE()
     out = _ours(sampler)  # the program of test_matches_numpy_loop[default]
-    x_new = jnp.asarray(80.0 * np.random.default_rng(1).standard_normal(x.shape))
-    with compiles(_sample) as new:
-        again = jd.sample(gm.denoiser, x_new, GRID, solver=sampler, key=jr.key(4))
-        other_key = jd.sample(gm.denoiser, jnp.asarray(x), GRID, solver=sampler, key=jr.key(4))
-    assert new.count == 0
-    assert bool(jnp.all(jnp.isfinite(again))) and not np.allclose(out, other_key)
-    # per-sample keys: a sample's result depends on its own noise and key only (here: the
-    # same rows in another order give the same results)
-    keys = jd.per_sample_keys(jr.key(7), x.shape[0])
-    perm = np.random.default_rng(2).permutation(x.shape[0])
-    whole = jd.sample(gm.denoiser, jnp.asarray(x), GRID, solver=sampler, key=keys)
-    shuffled = jd.sample(gm.denoiser, jnp.asarray(x[perm]), GRID, solver=sampler, key=keys[perm])
-    np.testing.assert_allclose(whole[perm], shuffled, rtol=1e-13, atol=1e-13)
+    check_one_program_and_per_sample_keys(gm.denoiser, sampler, x, GRID, out)
     # from pure noise: x is the unit noise; NFE 1 + nfe(n - 1)
     inf_grid = np.concatenate([[np.inf], GRID[1:]])
     out = jd.sample(gm.denoiser, jnp.asarray(x / 80), inf_grid, solver=sampler, key=key)

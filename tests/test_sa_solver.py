@@ -14,8 +14,6 @@ training schedule (`_sigma_to_t`), so that its default tau function is the one i
 Measured agreement: 6e-16 to 1.4e-14 relative.
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -23,15 +21,16 @@ import numpy as np
 import pytest
 from conftest import karras_np
 from jaxdiff_test_utils import (
-    compiles,
+    check_one_program_and_per_sample_keys,
     gaussian_order,
     geometric_grid,
     max_relative,
     require,
+    ring_peer_problem,
 )
 
 import jaxdiff as jd
-from jaxdiff.samplers._core import _sample
+import jaxdiff.bench as jb
 from jaxdiff.samplers._sa_solver import DIFFUSERS_TAU_INTERVAL, SASolver
 
 FLOAT64 = 1e-12  # max-norm agreement relative to the largest entry
@@ -40,16 +39,7 @@ KEY = jr.key(11)
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:diffusers.*")
 
 
-@functools.cache
-def _problem():
-    gm = jd.analytic.ring(dtype=jnp.float64)
-    x = 80.0 * np.random.default_rng(0).standard_normal((32, 2))
-    return gm, x, jax.jit(lambda x_, sigma: gm.denoiser(x_, sigma))
-
-
-def step_noises(key, n, shape):
-    """The noise `jaxdiff.sample` gives step i: a normal draw from `fold_in(key, i)`."""
-    return [np.array(jr.normal(jr.fold_in(key, i), shape, jnp.float64)) for i in range(n)]
+_problem = ring_peer_problem
 
 
 def _diffusers_run(monkeypatch, sigmas, noises, **config):
@@ -106,7 +96,7 @@ def _ours(sampler, sigmas=GRID, **kwargs):
 def test_matches_diffusers(x64, monkeypatch, ours, theirs, n):
     sigmas = GRID if n == 10 else karras_np(n)
     _, x, denoiser = _problem()
-    noises = step_noises(KEY, n, x.shape)
+    noises = jb.step_normals(KEY, n, x.shape)
     expected = _diffusers_run(monkeypatch, sigmas, noises, **theirs)
     final, traj = _ours(SASolver(**ours), sigmas, return_trajectory=True)
     assert max_relative(traj[n - 1], expected) < FLOAT64
@@ -199,7 +189,7 @@ def test_matches_numpy_loop(x64, options, tau, interval, n):
     _, x, denoiser = _problem()
     sigmas = GRID if n == 10 else karras_np(n)
     sampler = SASolver(**options)
-    noises = step_noises(KEY, n, x.shape)
+    noises = jb.step_normals(KEY, n, x.shape)
     den = lambda x_, s: np.asarray(denoiser(jnp.asarray(x_), jnp.float64(s)))
     tau_fn = lambda s: tau if interval[0] <= s <= interval[1] else 0.0
     theirs = sa_solver_np(
@@ -248,19 +238,7 @@ def test_one_program_and_per_sample_keys(x64):
     gm, x, _ = _problem()
     sampler = SASolver()
     out = _ours(sampler)  # the program of test_matches_diffusers[{}]
-    x_new = jnp.asarray(80.0 * np.random.default_rng(1).standard_normal(x.shape))
-    with compiles(_sample) as new:
-        again = jd.sample(gm.denoiser, x_new, GRID, solver=sampler, key=jr.key(4))
-        other_key = jd.sample(gm.denoiser, jnp.asarray(x), GRID, solver=sampler, key=jr.key(4))
-    assert new.count == 0
-    assert bool(jnp.all(jnp.isfinite(again))) and not np.allclose(out, other_key)
-    # per-sample keys: a sample's result depends on its own noise and key only (here: the
-    # same rows in another order give the same results)
-    keys = jd.per_sample_keys(jr.key(7), x.shape[0])
-    perm = np.random.default_rng(2).permutation(x.shape[0])
-    whole = jd.sample(gm.denoiser, jnp.asarray(x), GRID, solver=sampler, key=keys)
-    shuffled = jd.sample(gm.denoiser, jnp.asarray(x[perm]), GRID, solver=sampler, key=keys[perm])
-    np.testing.assert_allclose(whole[perm], shuffled, rtol=1e-13, atol=1e-13)
+    check_one_program_and_per_sample_keys(gm.denoiser, sampler, x, GRID, out)
 
 
 def test_nfe_and_pure_noise_start():

@@ -9,14 +9,11 @@ sets the step count and its `< 15` rule) their `sigmas` are replaced by our floa
 both sides step over the same levels with no float32 rounding.
 """
 
-import functools
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import karras_np
-from jaxdiff_test_utils import require
+from jaxdiff_test_utils import require, ring_peer_problem
 
 import jaxdiff as jd
 from jaxdiff.bench._diffusers import run_diffusers_scheduler
@@ -27,11 +24,7 @@ FLOAT64 = 1e-12  # max-norm agreement relative to the largest entry; measured <=
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:diffusers.*")
 
 
-@functools.cache
-def _problem():
-    gm = jd.analytic.ring(dtype=jnp.float64)
-    x = 80.0 * np.random.default_rng(0).standard_normal((32, 2))
-    return gm, x, jax.jit(lambda x_, sigma: gm.denoiser(x_, sigma))
+_problem = ring_peer_problem
 
 
 def _relative(ours, theirs):
