@@ -48,6 +48,10 @@ def sample(
 
     - `denoiser`: `denoiser(x, sigma) -> E[x_0 | x]` with batched `x` and a scalar `sigma`
       (k-diffusion/EDM convention), or a pair `(fn, params)` called as `fn(params, x, sigma)`.
+      A denoiser may also define `step_start(x, sigma) -> (x_hat, denoised)` (CFG++,
+      `jaxdiff.guidance.cfg_pp`): every step then starts from `x_hat` with `denoised` as its
+      first evaluation (no extra NFE); samplers that first evaluate elsewhere (churn) refuse
+      it with a `ValueError`.
     - `x`: the initial noise at `sigmas[0]`, e.g. `sigmas[0] * normal(key, shape)`; for a grid
       that starts at `inf`, the unit-variance noise `normal(key, shape)`.
     - `sigmas`: decreasing, `n + 1` entries, the last 0 (see `jaxdiff.schedules`). The first
@@ -137,6 +141,9 @@ def _sample(denoiser, x, sigmas, solver, key, return_trajectory, callback, start
     def denoise(x_, sigma):
         return denoiser(x_, sigma.astype(x_.dtype))
 
+    if getattr(denoiser, "step_start", None) is not None:
+        denoise = _StartHook(denoise, denoiser.step_start, type(solver).__name__)
+
     if start == "traced":  # a grid traced by an outer jit: its first entry must be finite
         x = eqx.error_if(
             x,
@@ -180,6 +187,9 @@ def _run(denoise, x, sigmas, solver, key, return_trajectory, callback):
 
     def step(x0_, x_, carry, i, key_, final):
         del x0_
+        if isinstance(denoise, _StartHook):
+            x_, first = denoise.start(x_, sigmas[i])
+            return solver.step(first, x_, carry, i, sigmas, key_, final=final)
         return solver.step(denoise, x_, carry, i, sigmas, key_, final=final)
 
     return fixed_grid.run(
@@ -192,3 +202,38 @@ def _run(denoise, x, sigmas, solver, key, return_trajectory, callback):
         callback=callback,
         noise=solver.step_noise if solver.bulk_noise else None,
     )
+
+
+class _StartHook:
+    """The `step_start` contract: a denoiser may define `step_start(x, sigma) -> (x_hat,
+    denoised)`, a state for the step to continue from and its denoiser output, computed in
+    place of the step's first evaluation (CFG++, `jaxdiff.guidance.cfg_pp`, moves the state
+    there). Every step then runs from `x_hat`, and its first denoiser call, which must be at
+    `x_hat` itself (checked while tracing), returns `denoised` without a new evaluation; later
+    calls evaluate the denoiser as usual. Samplers whose first evaluation is elsewhere (churn)
+    cannot honour it: a `ValueError` names them. NFE unchanged."""
+
+    def __init__(self, denoise, step_start, sampler_name):
+        self.denoise, self.step_start, self.sampler_name = denoise, step_start, sampler_name
+
+    def __call__(self, x_, sigma):
+        return self.denoise(x_, sigma)
+
+    def start(self, x, sigma):
+        x_hat, denoised = self.step_start(x, sigma.astype(x.dtype))
+        first = [True]
+
+        def denoise(x_, sigma_):
+            if first[0]:
+                first[0] = False
+                if x_ is not x_hat:
+                    raise ValueError(
+                        f"{self.sampler_name} first evaluates the denoiser away from the "
+                        "step's start (churn or a predictor), so it cannot run a denoiser "
+                        "with step_start (CFG++): use a sampler without churn (Euler, DDIM, "
+                        "DPM-Solver++, ...)"
+                    )
+                return denoised
+            return self.denoise(x_, sigma_)
+
+        return x_hat, denoise
