@@ -192,7 +192,10 @@ def _write(out: Path, table: str, held, samples, rows) -> None:
     """Writes the figure to `out` and the table beside it (.md), both or neither."""
     plt = pyplot()
     lim = float(np.quantile(np.abs(held), 0.995)) * 1.15
-    fig, axes = plt.subplots(1, len(samples) + 1, figsize=(4 * (len(samples) + 1), 4))
+    # constrained layout keeps the (two-line) panel titles inside the figure
+    fig, axes = plt.subplots(
+        1, len(samples) + 1, figsize=(4 * (len(samples) + 1), 4.4), layout="constrained"
+    )
     box = [[-lim, lim], [-lim, lim]]
     axes[0].hist2d(held[:, 0], held[:, 1], bins=100, range=box, cmap="Greys")
     axes[0].set_title("held-out data")
@@ -200,17 +203,17 @@ def _write(out: Path, table: str, held, samples, rows) -> None:
         ax.hist2d(held[:, 0], held[:, 1], bins=100, range=box, cmap="Greys")
         x = samples[name]
         ax.scatter(x[:, 0], x[:, 1], s=1.5, c="tab:orange", alpha=0.5)
-        ax.set_title(f"{name}, {nfe} NFE: SW {sw:.3f} ({ratio:.1f}x floor)")
+        ax.set_title(f"{name}, {nfe} NFE\nsliced W2 {sw:.3f} ({ratio:.1f}x floor)")
     for ax in axes:
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
         ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
     try:
         with atomic_paths(out, out.with_suffix(".md")) as (figure, markdown):
-            write_figure(fig, figure, out.suffix[1:], dpi=110)
+            # the bounding box of everything drawn, titles included, plus a margin
+            write_figure(fig, figure, out.suffix[1:], dpi=110, bbox_inches="tight", pad_inches=0.15)
             write_text(markdown, table + "\n")
     finally:
         plt.close(fig)

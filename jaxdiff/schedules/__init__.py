@@ -109,7 +109,9 @@ __all__ = [
     "OptimizedSchedule",
     "optimize",
     "carry",
-    *FLOW_SCHEDULES,
+    # FLOW_SCHEDULES's names, written out: documentation tools read `__all__` statically
+    "diffusers_flow_match",
+    "flow",
     "FLOW_SCHEDULES",
     "flux",
     "flux_mu",

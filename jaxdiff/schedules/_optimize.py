@@ -34,6 +34,8 @@ from ._grid import carry_levels
 
 
 class OptimizedSchedule(NamedTuple):
+    """What `optimize` returns: the tuned grid, and its error before and after tuning."""
+
     sigmas: jax.Array  # the tuned grid, n + 1 values ending at 0
     initial_loss: float  # RMS trajectory error of the initial grid (held-out noise)
     final_loss: float  # RMS trajectory error of the tuned grid (held-out noise)

@@ -25,9 +25,9 @@ class SolverEntry(NamedTuple):
         return self.factory()
 
 
-# name -> SolverEntry, one shape for SDEs and ODEs. Stratonovich solvers are fed the
-# Itô-to-Stratonovich corrected drift, so every solver converges to the solution of the Itô
-# SDE it is given.
+#: The SDE solvers by name (`solve_sde(solver=...)`): name -> SolverEntry, one shape for SDEs
+#: and ODEs. Stratonovich solvers are fed the Itô-to-Stratonovich corrected drift, so every
+#: solver converges to the solution of the Itô SDE it is given.
 SDE_SOLVERS = {
     "euler_maruyama": SolverEntry(dfx.Euler, "Euler–Maruyama (Itô), strong order 0.5, weak 1"),
     "milstein": SolverEntry(
@@ -42,6 +42,8 @@ SDE_SOLVERS = {
 }
 ADDITIVE_ONLY = frozenset({"shark", "sra1"})
 
+#: The ODE solvers by name (`sample_ode(solver=...)`, a probability-flow ODE): name ->
+#: SolverEntry.
 ODE_SOLVERS = {
     "euler": SolverEntry(dfx.Euler, "Euler, order 1"),
     "euler_maruyama": SolverEntry(dfx.Euler, "Euler (Euler–Maruyama with zero diffusion)"),

@@ -33,7 +33,9 @@ __all__ = [
     "toy",
 ]
 
+#: The 2-D toy datasets by name (`toy`, `load_dataset`).
 TOYS = ("ring", "swissroll", "moons", "checkerboard")
+#: Every dataset `load_dataset` knows by name (a `.npy` path is the other choice).
 DATASETS = (*TOYS, "digits")
 
 # ring: 8 modes of std RING_STD on a circle whose radius makes each coordinate unit-variance

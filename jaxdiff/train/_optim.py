@@ -41,7 +41,9 @@ def adamw(
         total_steps: the length of the schedule (the run's total step count).
         weight_decay: decoupled weight decay.
         clip_norm: clip gradients to this global norm; None turns clipping off.
-        b1, b2, eps: Adam's moment decays and denominator offset.
+        b1: Adam's first-moment decay.
+        b2: Adam's second-moment decay.
+        eps: Adam's denominator offset.
         final_lr_fraction: the learning rate at ``total_steps``, as a fraction of ``lr``.
 
     Returns:
