@@ -4,6 +4,10 @@ Each notebook asserts its own numerical claim, so a notebook that raises fails i
 kernel is this interpreter (`sys.executable`), whatever kernelspecs the machine has installed:
 a `python3` kernelspec elsewhere on the Jupyter path (a user's, a system one) could point at
 another Python without jaxdiff.
+
+Each executed notebook, outputs and plots included, is saved to `build/notebooks/` (git-ignored)
+for the documentation site, which renders these copies instead of executing the notebooks a
+second time (docs/hooks/executed_notebooks.py holds the execution and the copies' format).
 """
 
 import importlib.util
@@ -15,44 +19,17 @@ from pathlib import Path
 import pytest
 from jaxdiff_test_utils import require
 
-NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.py"))
-KERNEL_NAME = "jaxdiff-this-python"
+DOCS_HOOKS = Path(__file__).resolve().parent.parent / "docs" / "hooks"
+sys.path.insert(0, str(DOCS_HOOKS))
+import executed_notebooks  # noqa: E402  (docs/hooks, put on the path above)
+
+NOTEBOOKS_DIR = executed_notebooks.NOTEBOOKS_DIR
+NOTEBOOKS = executed_notebooks.sources()
 TIMEOUT_S = 300  # per cell; the notebooks aim for well under a minute in all
 
 
 # the tools that execute a notebook: converter, client, kernel
 NOTEBOOK_MODULES = ("jupytext", "nbclient", "nbformat", "jupyter_client", "ipykernel")
-
-
-def _notebook_tools():
-    """jupytext, nbclient and a kernel manager bound to this interpreter. Skipped when the
-    notebook tools are not installed, except in CI, where a missing one fails the test
-    (`jaxdiff_test_utils.require`)."""
-    require(*NOTEBOOK_MODULES, why="the notebook tests")
-    import jupytext
-    import nbclient
-    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
-    from jupyter_client.manager import KernelManager
-
-    class ThisInterpreter(KernelSpecManager):
-        """One kernelspec: ipykernel on `sys.executable`, whatever else is installed."""
-
-        def find_kernel_specs(self):
-            return {KERNEL_NAME: str(NOTEBOOKS_DIR)}
-
-        def get_kernel_spec(self, kernel_name):
-            if kernel_name != KERNEL_NAME:
-                raise NoSuchKernel(kernel_name)
-            return KernelSpec(
-                argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                display_name=f"Python ({sys.executable})",
-                language="python",
-                resource_dir=str(NOTEBOOKS_DIR),
-            )
-
-    km = KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=ThisInterpreter())
-    return jupytext, nbclient, km
 
 
 # the teaching notebooks, as notebooks/README.md lists them: a lost or renamed one fails
@@ -102,19 +79,12 @@ def test_missing_notebook_tools_skip_locally_and_fail_in_ci(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path, tmp_path, monkeypatch):
-    jupytext, nbclient, km = _notebook_tools()
-    nb = jupytext.read(path)
-    # plots render inline into the in-memory notebook; nothing is written next to the sources
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    client = nbclient.NotebookClient(
-        nb,
-        km=km,
-        timeout=TIMEOUT_S,
-        resources={"metadata": {"path": str(tmp_path)}},
-    )
+def test_notebook_runs(path, tmp_path):
+    """Executes the notebook (skipped without the notebook tools, except in CI: `require`),
+    fails on any cell that raises, and saves the executed copy for the site."""
+    require(*NOTEBOOK_MODULES, why="the notebook tests")
     start = time.perf_counter()
-    client.execute()
+    nb = executed_notebooks.execute(path, tmp_path, timeout=TIMEOUT_S)
     elapsed = time.perf_counter() - start
     print(f"{path.name}: executed in {elapsed:.1f} s")
     errors = [
@@ -125,3 +95,5 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
         if out.get("output_type") == "error"
     ]
     assert not errors, errors
+    saved = executed_notebooks.save(nb, path)
+    assert executed_notebooks.up_to_date(path), saved
