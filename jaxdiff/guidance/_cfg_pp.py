@@ -30,8 +30,9 @@ class CFGPlusPlus(eqx.Module):
 
     That is how it runs in `jaxdiff.sample`, for every sampler whose step first evaluates
     the denoiser at its starting point (all but EDM's stochastic sampler, Euler or Heun with
-    `s_churn > 0`, and the predictor-corrector sampler `PC`, which refuse it): the sampler core calls `step_start(x, sigma)` in
-    place of that first evaluation and continues from `x_hat` (the contract is in
+    `s_churn > 0`, and the predictor-corrector sampler `PC`, which refuse it): the sampler
+    core calls `step_start(x, sigma)` in place of that first evaluation and continues from
+    `x_hat` (the contract is in
     `jaxdiff.sample`). For Euler, DDIM and Euler ancestral (the paper's samplers) this is
     CFG++ exactly; multistep samplers keep $\hat D_\lambda$ in their history, and the later
     stages of multi-stage samplers see the guided denoiser $\hat D_\lambda$ at their points.
