@@ -1,7 +1,13 @@
-"""Exact oracles: distributions whose score and denoiser are known at every noise level, and
-samplers scored exactly on them."""
+"""Exact oracles: distributions whose score and denoiser are known at every noise level (Gaussian
+mixtures with diagonal or full covariances, their class-conditionals and their exact posteriors
+under a linear-Gaussian observation), and samplers scored exactly on them."""
 
-from ._gaussian_mixture import GaussianMixture as GaussianMixture, ProcessScore as ProcessScore
+from ._full_covariance import FullGaussianMixture as FullGaussianMixture
+from ._gaussian_mixture import GaussianMixture as GaussianMixture
+from ._mixture import (
+    AbstractGaussianMixture as AbstractGaussianMixture,
+    ProcessScore as ProcessScore,
+)
 from ._oracle import (
     ExpectedLogProb as ExpectedLogProb,
     OracleResult as OracleResult,
@@ -19,7 +25,9 @@ from ._presets import (
 )
 
 __all__ = [
+    "AbstractGaussianMixture",
     "ExpectedLogProb",
+    "FullGaussianMixture",
     "GaussianMixture",
     "OracleResult",
     "OracleSampler",
