@@ -251,7 +251,11 @@ def verdict(diff: float, tol: float) -> str:
 # --- one case ---------------------------------------------------------------------------------
 
 
-def run_case(dim, hidden, batch, *, seed, repeats, budget, torch_device, use_compile):
+def measure_case(dim, hidden, batch, *, seed, repeats, budget, torch_device, use_compile):
+    """Times the methods of one case; returns a dict: `methods` (name -> `Method`, with its
+    `times`, `first_s` and `error`), `run` (name -> median run time, s), `checks` (name ->
+    verdict), `kd_nfe` (the network calls of k-diffusion's Heun) and `sigma_gap` (k-diffusion's
+    grid against jaxdiff's). `benchmarks/gpu_suite.py` reads it too."""
     import torch
     from kdiffusion_peer import load
 
@@ -337,6 +341,29 @@ def run_case(dim, hidden, batch, *, seed, repeats, budget, torch_device, use_com
         )
 
     run = {k: statistics.median(m.times) for k, m in methods.items() if m.error is None}
+    return {
+        "methods": methods,
+        "run": run,
+        "checks": checks,
+        "kd_nfe": kd_nfe,
+        "sigma_gap": sigma_gap,
+    }
+
+
+def run_case(dim, hidden, batch, *, seed, repeats, budget, torch_device, use_compile):
+    """The table rows and notes of one case (`measure_case`)."""
+    measured = measure_case(
+        dim,
+        hidden,
+        batch,
+        seed=seed,
+        repeats=repeats,
+        budget=budget,
+        torch_device=torch_device,
+        use_compile=use_compile,
+    )
+    methods, run, checks = measured["methods"], measured["run"], measured["checks"]
+    kd_nfe, sigma_gap = measured["kd_nfe"], measured["sigma_gap"]
     case = f"{dim} x {hidden} x {batch}"
     rows = []
     for name, m in methods.items():

@@ -145,7 +145,7 @@ GROUPS: tuple[Group, ...] = (
         "Many devices",
         "parallel",
         "Data-parallel sampling: shard a batch over a mesh, replicate the weights.",
-        ("jaxdiff.shard_batch", "jaxdiff.replicate"),
+        ("jaxdiff.shard_batch", "jaxdiff.local_rows", "jaxdiff.process_slice", "jaxdiff.replicate"),
     ),
     Group(
         "Benchmark harness",

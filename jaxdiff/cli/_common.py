@@ -383,25 +383,26 @@ def train_and_report(
         return fail(
             name, f"--batch-size {config['batch_size']} exceeds the {len(dataset)} {examples}"
         )
-    if config["batch_size"] % jax.local_device_count():
+    if config["batch_size"] % jax.device_count():
         return fail(
             name,
             f"--batch-size {config['batch_size']} must be divisible by the "
-            f"{jax.local_device_count()} local devices",
+            f"{jax.device_count()} devices",
         )
 
     steps = args.steps
     if config["warmup"] is not None and config["warmup"] > steps:
         return fail(name, f"--warmup {config['warmup']} exceeds --steps {steps}")
     last = jt.latest_step(out)
-    if last is None or last < steps:  # there is work to do: the run directory must take it
+    primary = jax.process_index() == 0  # the one process that writes (jax.distributed)
+    if primary and (last is None or last < steps):  # work to do: the directory must take it
         problem = results_dir_problem(out)
         if problem:
             return fail(name, problem)
     warmup = config["warmup"] if config["warmup"] is not None else min(500, steps // 10)
     optimizer = jt.adamw(config["lr"], warmup_steps=warmup, total_steps=steps)
     start = time.perf_counter()
-    bar, progress = progress_bar(steps, name, quiet=args.quiet)
+    bar, progress = progress_bar(steps, name, quiet=args.quiet or not primary)
     try:
         result = jt.fit(
             network,
@@ -445,6 +446,8 @@ def train_and_report(
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - start
+    if not primary:
+        return 0
     for step, reason in result.skipped:
         print(
             f"skipped the unreadable checkpoint of step {step} ({reason}); "

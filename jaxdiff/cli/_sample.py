@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..train import build_network, draw_samples
+from . import _distributed, _pretrained
 from ._common import (
     fail,
     fail_write,
@@ -33,6 +34,11 @@ time t = 1 -> 0, Stable Diffusion 3's --shift), or either on any --schedule. --o
 writes a grid of images, or for 2-D data a scatter over the training data's density; --out
 FILE.npy saves the samples (and FILE.labels.npy the classes of a conditional model).
 
+--diffusers DIR samples a diffusers UNet2DModel instead (a model folder with config.json and
+diffusion_pytorch_model.safetensors, or a pipeline folder such as DDPMPipeline's; see
+jaxdiff.pretrained): on a Karras grid over the model's own sigma range by default, or any
+--schedule, 'discrete' being its scheduler's timesteps; --out FILE.npy gets NHWC samples.
+
 samplers (k-diffusion's spelling): euler, euler_ancestral, heun, dpm_2, dpm_2_ancestral,
 lms, dpmpp_2s_ancestral, dpmpp_sde, dpmpp_2m, dpmpp_2m_sde, dpmpp_3m, dpmpp_3m_sde,
 edm (EDM's stochastic sampler), ddim, ddpm, ipndm, deis, unipc, pc
@@ -42,13 +48,17 @@ examples:
   jaxdiff sample --ckpt runs/ot --solver euler --steps 4 --num 4000 --out ot.png
   jaxdiff sample --ckpt runs/digits --solver heun --steps 18 --num 100 --class 3 \\
       --guidance 2 --out threes.png
+  jaxdiff sample --diffusers ddpm-cifar10-32 --solver dpmpp_2m --steps 20 --num 64 \\
+      --out cifar.png
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..samplers import SAMPLERS
 
-    parser.add_argument("--ckpt", required=True, metavar="DIR", help="a 'jaxdiff train' run")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", metavar="DIR", help="a 'jaxdiff train' run")
+    source.add_argument("--diffusers", metavar="DIR", help=_pretrained.HELP)
     parser.add_argument(
         "--solver",
         choices=list(SAMPLERS),
@@ -78,8 +88,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a jaxdiff.schedules function (default: karras for a score model, flow for a "
         "flow model)",
     )
-    parser.add_argument("--sigma-min", type=positive_float, default=0.002)
-    parser.add_argument("--sigma-max", type=positive_float, default=80.0)
+    parser.add_argument(
+        "--sigma-min", type=positive_float, help="(default: 0.002; --diffusers: the model's)"
+    )
+    parser.add_argument(
+        "--sigma-max", type=positive_float, help="(default: 80; --diffusers: the model's)"
+    )
     parser.add_argument(
         "--shift",
         type=positive_float,
@@ -111,16 +125,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="samples per compiled call (default: %(default)s)",
     )
     parser.add_argument("--seed", type=seed, default=0)
+    _distributed.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.diffusers is not None and _distributed.requested(args):
+        return fail(NAME, "--diffusers samples in one process (no --coordinator or --distributed)")
+    # on several hosts: each draws its rows of every batch, process 0 writes --out
+    return _distributed.run(NAME, args, _run)
+
+
+def _run(args: argparse.Namespace) -> int:
     import jax
 
     from .. import schedules, train as jt
     from ..samplers import by_name
 
+    if args.diffusers is not None:  # a diffusers UNet2DModel (jaxdiff.pretrained)
+        return _pretrained.run(NAME, args)
+    args.sigma_min = 0.002 if args.sigma_min is None else args.sigma_min
+    args.sigma_max = 80.0 if args.sigma_max is None else args.sigma_max
     out = Path(args.out)
-    problem = output_file_problem(out)
+    problem = output_file_problem(out) if _distributed.is_primary() else None
     if problem:
         return fail(NAME, problem)
     if not args.sigma_min < args.sigma_max:
@@ -179,10 +205,13 @@ def run(args: argparse.Namespace) -> int:
         labels=labels,
         guidance=args.guidance,
         batch=args.batch,
+        mesh=jt.data_mesh() if jax.process_count() > 1 else None,
     )
     seconds = time.perf_counter() - start
     if not np.all(np.isfinite(x)):
         return fail(NAME, f"{args.solver} produced non-finite samples ({args.steps} steps)")
+    if not _distributed.is_primary():
+        return 0
     try:
         if out.suffix.lower() == ".npy":
             arrays = {out: x}

@@ -18,6 +18,7 @@ from ..train import (
     training_loss_fn,
 )
 from ..train._recipe import CONFIG_VERSION
+from . import _distributed
 from ._common import (
     add_run_arguments,
     fail,
@@ -44,7 +45,8 @@ Checkpoints (orbax) go to DIR/checkpoints every --ckpt-every steps and at the en
 checkpoint up to the new --steps total. Metrics go to DIR/metrics.jsonl.
 
 datasets: {", ".join(TOYS)} (2-D, generated), digits (8x8 images with
-labels, shipped with scikit-learn), or PATH.npy ((N, D) vectors or (N, H, W[, C]) images)
+labels, shipped with scikit-learn), digits-train (the digits without the fifth that 'jaxdiff
+restore' holds out), or PATH.npy ((N, D) vectors or (N, H, W[, C]) images)
 
 examples:
   jaxdiff train --data moons --steps 4000 --out runs/moons
@@ -106,6 +108,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "minibatch OT permutation (O(B^3) per step) or by entropic OT (sinkhorn, needs "
         "ott-jax: pip install 'jaxdiff[ot]') (default: none)",
     )
+    _distributed.add_arguments(parser)
 
 
 def training_config(args, dataset) -> dict:
@@ -163,6 +166,11 @@ _RESUME_KEYS = ("label_dropout", "objective", "flow")
 
 
 def run(args: argparse.Namespace) -> int:
+    # on several hosts: one data-parallel run over all their devices, process 0 writes --out
+    return _distributed.run(NAME, args, _run)
+
+
+def _run(args: argparse.Namespace) -> int:
     import jax
 
     from .. import train as jt

@@ -11,6 +11,12 @@ a save in flight.
 
 Reading can fall back past an unreadable checkpoint (``fallback=True``, as `fit` resumes) to
 the newest one that restores, naming the ones it skipped.
+
+Several processes (`jax.distributed`): every process calls `Checkpointer.save` (orbax's
+barriers) and process 0 alone writes: the state is replicated, and it is handed to orbax as
+host (numpy) arrays, which orbax writes from its primary process only (a `jax.Array` would be
+written by every process holding a replica). Every process restores the whole state from the
+same directory, so it must be on a file system all processes see.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 
 from ._step import TrainState
 
@@ -313,6 +320,14 @@ def _join_state(model: dict[str, Any], train: dict[str, Any]) -> TrainState:
     )
 
 
+def _primary_copy(x: Any) -> Any:
+    """A replicated array as a host array (orbax writes numpy leaves from its primary process
+    only); typed PRNG keys stay as they are."""
+    if isinstance(x, jax.Array) and not jax.numpy.issubdtype(x.dtype, jax.dtypes.prng_key):
+        return np.asarray(x)
+    return x
+
+
 class Checkpointer:
     """Writes checkpoints of a run into ``out_dir/checkpoints``, keeping the newest ``keep``.
 
@@ -345,6 +360,8 @@ class Checkpointer:
         step = int(state.step)
         if step in self._manager.all_steps():
             return False
+        if jax.process_count() > 1:  # the primary process writes the replicated state alone
+            state = jax.tree.map(_primary_copy, state)
         model, train = _split_state(state)
         try:
             return self._manager.save(
@@ -368,6 +385,8 @@ class Checkpointer:
     def _remove_unfinished(self, step: int) -> None:
         """Removes the temporary directories of a failed save of `step` (the space they hold
         is what a full disk lacks)."""
+        if jax.process_index() != 0:  # the primary process's files
+            return
         directory = _ckpt_dir(self.out_dir)
         for entry in directory.glob(f"{step}.orbax-checkpoint-tmp*"):
             shutil.rmtree(entry, ignore_errors=True)
@@ -385,6 +404,8 @@ class Checkpointer:
         except Exception:
             pass
         # what the writer threads of a failed save wrote after it was removed
+        if jax.process_index() != 0:
+            return
         for entry in _ckpt_dir(self.out_dir).glob("*.orbax-checkpoint-tmp*"):
             shutil.rmtree(entry, ignore_errors=True)
 

@@ -7,6 +7,7 @@ import functools
 import json
 import math
 import os
+import signal
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -149,6 +150,22 @@ def _finite_weights(state: TrainState) -> bool:
     return bool(_all_finite((state.params, state.ema)))
 
 
+def _any_signal(signals: DeferredSignals) -> bool:
+    """Whether any process of a `jax.distributed` run received SIGINT/SIGTERM (a collective:
+    every process calls it at the same step). Sets `signals.received` to the one received
+    (the lowest-numbered, if several processes received different ones)."""
+    from jax.experimental import multihost_utils
+
+    mine = 0 if signals.received is None else int(signals.received)
+    received = np.asarray(multihost_utils.process_allgather(np.asarray(mine, np.int32)))
+    received = received[received > 0]
+    if received.size == 0:
+        return False
+    if signals.received is None:
+        signals.received = signal.Signals(int(received.min()))
+    return True
+
+
 def _first_nonfinite(losses: np.ndarray, last_step: int) -> int | None:
     """The step of the first non-finite loss in `losses`, the losses of the steps ending at
     `last_step`; None when all are finite."""
@@ -179,10 +196,18 @@ def fit(
     """Trains ``model`` on ``dataset`` up to ``steps`` total steps, resuming when ``out_dir``
     holds a checkpoint.
 
-    Data-parallel over all local devices (`make_train_step`); the batch of step ``k`` is
+    Data-parallel over all devices (`make_train_step` on `data_mesh()`); the batch of step ``k`` is
     ``batch_at(dataset, k, batch_size, key)`` and the loss key of step ``k`` derives from the
     run key and ``k``, so the same seed gives the same loss curve, and a resumed run continues
     exactly as an uninterrupted one would have (given the same optimizer, batch size and data).
+
+    Several processes (`jax.distributed`: call `fit` in every process, with the same
+    arguments): the mesh spans the devices of all processes, each computes only its rows of
+    every batch, and the run equals a one-process run of the same batch size. Every process
+    takes part in each checkpoint (orbax's protocol) while process 0 alone writes it and the
+    metrics, so ``out_dir`` must be a directory all processes see (a shared file system). A
+    SIGINT/SIGTERM stops the run at the first metrics line (``log_every``) or checkpoint after
+    it reached any process, in all of them at the same step.
 
     Files in ``out_dir``: ``checkpoints/<step>/`` every ``ckpt_every`` steps and at the end
     (the newest ``keep`` are kept), each with ``config``; ``metrics.jsonl``, one JSON object per
@@ -256,10 +281,10 @@ def fit(
             f"batch_size must be <= the {len(dataset)} examples of the dataset; got {batch_size}"
         )
     mesh = data_mesh()
+    several = jax.process_count() > 1
+    primary = jax.process_index() == 0
     if batch_size % mesh.size:
-        raise ValueError(
-            f"batch_size {batch_size} must be divisible by the {mesh.size} local devices"
-        )
+        raise ValueError(f"batch_size {batch_size} must be divisible by the {mesh.size} devices")
     config = dict(config or {})
     try:
         json.dumps(config)
@@ -290,7 +315,8 @@ def fit(
         # the newest checkpoint that restores; a CheckpointError leaves everything untouched
         state, resumed_from, skipped = _restore_state(out_dir, state, step=None, fallback=True)
         for step, _ in skipped:
-            set_aside(out_dir, step)
+            if primary:
+                set_aside(out_dir, step)
     start = int(state.step)
 
     def result(state: TrainState, losses: np.ndarray) -> FitResult:
@@ -316,7 +342,8 @@ def fit(
 
     checkpointer = Checkpointer(out_dir, keep=keep)
     metrics_path = out_dir / METRICS_FILE
-    _rewrite_metrics(metrics_path, start)
+    if primary:
+        _rewrite_metrics(metrics_path, start)
     losses: list[np.ndarray] = []
     window: list[jax.Array] = []
     began = last_time = time.perf_counter()
@@ -339,6 +366,7 @@ def fit(
         newest = step
 
     signals = DeferredSignals(enabled=handle_signals)
+    stopped = False  # by a signal
     try:
         with signals:
             for k in range(start, steps):
@@ -368,18 +396,24 @@ def fit(
                         k: (v if not isinstance(v, float) or math.isfinite(v) else None)
                         for k, v in line.items()
                     }
-                    with metrics_path.open("a") as f:
-                        f.write(json.dumps(line) + "\n")
+                    if primary:
+                        with metrics_path.open("a") as f:
+                            f.write(json.dumps(line) + "\n")
                     last_time, last_logged = now, done
                     if progress is not None:
                         progress(done, line)
                 if done % ckpt_every == 0:
                     save(state)
-                if signals.received is not None:
+                if several:  # every process stops at the same step, or none does
+                    if (done % log_every == 0 or done % ckpt_every == 0) and _any_signal(signals):
+                        stopped = True
+                        break
+                elif signals.received is not None:
+                    stopped = True
                     break
             if newest != int(state.step):
                 save(state)
-            if signals.received is not None:
+            if stopped or (not several and signals.received is not None):
                 raise TrainingInterrupted(signals.received, newest)
     except (TrainingInterrupted, NonFiniteLossError, CheckpointError):
         raise  # what could be saved is saved
@@ -388,7 +422,9 @@ def fit(
         # never returned is gone, and the previous checkpoint stays the newest. A forced
         # exit (the third signal) saves nothing.
         try:
-            if not signals.forced and _alive(state) and newest != int(state.step):
+            # (not in a jax.distributed run: a save takes every process, and the others are
+            # elsewhere)
+            if not several and not signals.forced and _alive(state) and newest != int(state.step):
                 save(state)
         except Exception as save_err:  # never hide the original exception
             err.add_note(f"saving a checkpoint after the interruption failed: {save_err}")

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
 from .. import bridges, nn as jnn
 from .._checks import check_choice, check_count, check_key, check_number, check_positive
@@ -337,7 +338,7 @@ def training_loss_fn(config: dict[str, Any]):
 
 
 def draw_samples(
-    network, config, *, solver, sigmas, num, key, labels=None, guidance=1.0, batch=4096
+    network, config, *, solver, sigmas, num, key, labels=None, guidance=1.0, batch=4096, mesh=None
 ) -> np.ndarray:
     """`num` samples of a trained score model, as a NumPy array.
 
@@ -347,24 +348,62 @@ def draw_samples(
     `sampling_denoiser`). Each chunk's noise comes from `key` folded with its offset; it is
     scaled by ``sigmas[0]``, or is the unit-variance noise when the grid starts at ``inf`` (a
     flow's pure noise).
+
+    With `mesh` (a `jax.sharding.Mesh` with an axis ``"data"``, e.g. `data_mesh()` over the
+    devices of every process of a `jax.distributed` run; call it in every process), each
+    chunk is split over the mesh: every device draws the noise of its rows only and samples
+    them, and the chunks are gathered into the same array in every process. The samples are
+    those of the call without `mesh` (the noise of a key does not depend on how it is
+    sharded), up to the float rounding of the network's sharded evaluation. With several
+    chunks (`num > batch`), `batch` must be divisible by the mesh's devices.
     """
     num = check_count("num", num)
     batch = check_count("batch", batch)
     check_key(key)
     shape = tuple(config["shape"])
     chunk = min(batch, num)
+    padded = chunk  # the rows computed per chunk: `chunk`, or more to fill every device
+    if mesh is not None:
+        from .._parallel import replicate
+
+        devices = mesh.shape["data"]
+        if chunk < num and chunk % devices:
+            raise ValueError(
+                f"batch ({batch}) must be divisible by the {devices} devices of the mesh"
+            )
+        padded = -(-chunk // devices) * devices
+        graph, state = nnx.split(network)
+        network = nnx.merge(graph, replicate(state, mesh))
+        rows = NamedSharding(mesh, PartitionSpec("data"))
     sigma_max = float(sigmas[0])
     noise_scale = 1.0 if math.isinf(sigma_max) else sigma_max
     outputs = []
     for start in range(0, num, chunk):
         k_noise, k_solver = jax.random.split(jax.random.fold_in(key, start))
-        x = noise_scale * jax.random.normal(k_noise, (chunk, *shape), jnp.float32)
         chunk_labels = None
         if labels is not None:
-            chunk_labels = np.resize(labels[start : start + chunk], chunk)
+            chunk_labels = np.resize(labels[start : start + chunk], padded)
+        if mesh is None:
+            x = noise_scale * jax.random.normal(k_noise, (chunk, *shape), jnp.float32)
+        else:  # the first `chunk` rows of a longer draw are the same numbers
+            x = _sharded_noise(k_noise, (padded, *shape), noise_scale, rows)
+            if chunk_labels is not None:
+                chunk_labels = jax.device_put(chunk_labels, rows)
         d = sampling_denoiser(network, config, labels=chunk_labels, guidance=guidance)
-        outputs.append(np.asarray(sample(d, x, sigmas, solver=solver, key=k_solver)))
+        out = sample(d, x, sigmas, solver=solver, key=k_solver)
+        if mesh is not None and not out.is_fully_addressable:
+            from jax.experimental import multihost_utils
+
+            out = multihost_utils.process_allgather(out, tiled=True)
+        outputs.append(np.asarray(out)[:chunk])
     return np.concatenate(outputs)[:num]
+
+
+@functools.partial(jax.jit, static_argnums=(1, 3))
+def _sharded_noise(key, shape, scale, sharding):
+    return jax.lax.with_sharding_constraint(
+        scale * jax.random.normal(key, shape, jnp.float32), sharding
+    )
 
 
 # ---------------------------------------------------------------------- diffusion bridges

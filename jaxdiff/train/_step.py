@@ -51,8 +51,10 @@ class TrainState(NamedTuple):
 
 
 def data_mesh(devices: Any = None) -> Mesh:
-    """A 1-D mesh with axis ``"data"`` over ``devices`` (default: all local devices)."""
-    devices = jax.local_devices() if devices is None else list(devices)
+    """A 1-D mesh with axis ``"data"`` over ``devices`` (default: all devices, ``jax.devices()``:
+    this process's, and in a `jax.distributed` run those of every process, ordered by
+    process)."""
+    devices = jax.devices() if devices is None else list(devices)
     if not devices:
         raise ValueError("devices must not be empty")
     return Mesh(np.asarray(devices), ("data",))
