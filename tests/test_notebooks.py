@@ -47,6 +47,7 @@ EXPECTED = [
     "11_analytic_dpm.py",
     "12_diffusion_bridges.py",
     "13_flow_matching.py",
+    "14_guidance_inverse_problems.py",
 ]
 
 

@@ -85,6 +85,11 @@ COMMANDS = (
         "._bridge_sample",
     ),
     Command(
+        "restore",
+        "inpaint, super-resolve or denoise held-out digits with a trained prior (DPS, PiGDM, ...)",
+        "._restore",
+    ),
+    Command(
         "bench",
         "benchmark samplers x schedules x NFE on exact problems (error vs NFE, wall time)",
         "._bench",

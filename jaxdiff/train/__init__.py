@@ -13,10 +13,12 @@ from ._checkpoint import (
 from ._coupling import OT_COUPLINGS as OT_COUPLINGS, ot_pairing as ot_pairing
 from ._data import (
     DATASETS as DATASETS,
+    DIGITS_HELD_OUT_FRACTION as DIGITS_HELD_OUT_FRACTION,
     TOYS as TOYS,
     Dataset as Dataset,
     batch_at as batch_at,
     digits as digits,
+    digits_split as digits_split,
     load_dataset as load_dataset,
     load_npy as load_npy,
     split as split,
@@ -79,6 +81,7 @@ from ._step import (
 __all__ = [
     "COUPLINGS",
     "DATASETS",
+    "DIGITS_HELD_OUT_FRACTION",
     "FLOWS",
     "FLOW_COUPLINGS",
     "OBJECTIVES",
@@ -110,6 +113,7 @@ __all__ = [
     "ddpm_loss",
     "degrade_digits",
     "digits",
+    "digits_split",
     "draw_samples",
     "dsm_loss",
     "edm_loss",

@@ -35,8 +35,13 @@ __all__ = [
 
 #: The 2-D toy datasets by name (`toy`, `load_dataset`).
 TOYS = ("ring", "swissroll", "moons", "checkerboard")
-#: Every dataset `load_dataset` knows by name (a `.npy` path is the other choice).
-DATASETS = (*TOYS, "digits")
+#: Every dataset `load_dataset` knows by name (a `.npy` path is the other choice):
+#: "digits-train" is the digits without the fixed held-out fifth (`digits_split`).
+DATASETS = (*TOYS, "digits", "digits-train")
+#: The held-out fraction of the digits, and the seed of the key that chooses it (fixed,
+#: independent of any run's seed): `digits_split`.
+DIGITS_HELD_OUT_FRACTION = 0.2
+DIGITS_HELD_OUT_SEED = 0
 
 # ring: 8 modes of std RING_STD on a circle whose radius makes each coordinate unit-variance
 # (per-coordinate variance radius**2 / 2 + std**2 = 1): exactly `jd.analytic.ring(8, RING_RADIUS,
@@ -221,12 +226,24 @@ def load_dataset(
     if name == "digits":
         images, labels = digits()
         return Dataset(images, labels, name="digits", kind="images")
+    if name == "digits-train":
+        return digits_split()[0]
     if name.endswith(".npy") or os.path.sep in name or Path(name).is_file():
         x = load_npy(name)
         return Dataset(x, None, name=name, kind="vectors" if x.ndim == 2 else "images")
     raise ValueError(
         f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}, or a path to a .npy file"
     )
+
+
+def digits_split() -> tuple[Dataset, Dataset]:
+    """The digits' fixed split: ``(train, held_out)``, 80% and 20% of scikit-learn's digits,
+    chosen by ``jax.random.key(DIGITS_HELD_OUT_SEED)`` whatever a run's seed. A model trained
+    on ``"digits-train"`` has never seen the held-out digits (which `jaxdiff restore` and the
+    digits-restore bridge use); both parts are named ``"digits-train"``."""
+    images, labels = digits()
+    dataset = Dataset(images, labels, name="digits-train", kind="images")
+    return split(dataset, DIGITS_HELD_OUT_FRACTION, jax.random.key(DIGITS_HELD_OUT_SEED))
 
 
 def split(dataset: Dataset, fraction: float, key: jax.Array) -> tuple[Dataset, Dataset]:

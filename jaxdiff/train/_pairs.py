@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._checks import check_count
-from ._data import TOYS, Dataset, digits, split, toy
+from ._data import TOYS, Dataset, digits, digits_split, toy
 
 __all__ = ["COUPLINGS", "PAIRINGS", "degrade_digits", "pair_dataset"]
 
@@ -35,9 +35,6 @@ __all__ = ["COUPLINGS", "PAIRINGS", "degrade_digits", "pair_dataset"]
 PAIRINGS = (*(f"{a}-to-{b}" for a in TOYS for b in TOYS if a != b), "digits-restore")
 #: How the 2-D pairings couple their two clouds (see the module docstring).
 COUPLINGS = ("angle", "independent")
-#: The held-out fraction of the digits, and the key that chooses it (fixed, seed-independent).
-HELD_OUT_FRACTION = 0.2
-_HELD_OUT_KEY = 0
 
 DEGRADE_FACTOR = 2
 DEGRADE_NOISE = 0.1
@@ -111,11 +108,11 @@ def pair_dataset(
     if name == "digits-restore":
         if part not in ("all", "train", "test"):
             raise ValueError(f"part must be 'all', 'train' or 'test'; got {part!r}")
-        images, labels = digits()
-        dataset = Dataset(images, labels, name=name, kind="images")
-        if part != "all":
-            train, test = split(dataset, HELD_OUT_FRACTION, jax.random.key(_HELD_OUT_KEY))
-            dataset = train if part == "train" else test
+        if part == "all":
+            images, labels = digits()
+            dataset = Dataset(images, labels, name=name, kind="images")
+        else:  # the fixed split of `jaxdiff.train.digits_split`
+            dataset = digits_split()[0 if part == "train" else 1]
         cond = degrade_digits(dataset.x, key)
         return Dataset(dataset.x, dataset.labels, name=name, kind="images", cond=cond)
     source, sep, target = name.partition("-to-")
