@@ -189,6 +189,19 @@ def results_dir_problem(path) -> str | None:
     return unwritable_directory(existing)
 
 
+def class_labels(num: int, klass: int | None, num_classes: int):
+    """The labels of `num` samples of a model with `num_classes` classes: `--class K` for all
+    of them, or every class in turn; a `ValueError` (the one-line message) when `klass` is not
+    one of the model's classes."""
+    import numpy as np
+
+    if klass is not None and klass >= num_classes:
+        raise ValueError(f"--class {klass}: the model has classes 0..{num_classes - 1}")
+    if klass is not None:
+        return np.full(num, klass, np.int32)
+    return np.arange(num, dtype=np.int32) % num_classes
+
+
 def pyplot():
     """`matplotlib.pyplot` on the Agg backend (imported on first use: it is slow)."""
     import matplotlib

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import fail, fail_write, output_file_problem
+from ._common import class_labels, fail, fail_write, output_file_problem
 from ._output import save_arrays
 
 HELP = (
@@ -71,13 +71,10 @@ def run(name: str, args: argparse.Namespace) -> int:
     classes = model.config["num_class_embeds"]
     labels = None
     if classes:
-        if args.klass is not None and args.klass >= classes:
-            return fail(name, f"--class {args.klass}: the model has classes 0..{classes - 1}")
-        labels = (
-            np.full(args.num, args.klass, np.int32)
-            if args.klass is not None
-            else np.arange(args.num, dtype=np.int32) % classes
-        )
+        try:
+            labels = class_labels(args.num, args.klass, classes)
+        except ValueError as err:
+            return fail(name, str(err))
     elif args.klass is not None:
         return fail(name, "--class needs a class-conditional model (num_class_embeds)")
     try:

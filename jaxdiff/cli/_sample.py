@@ -12,6 +12,7 @@ import numpy as np
 from ..train import build_network, draw_samples
 from . import _distributed, _pretrained
 from ._common import (
+    class_labels,
     fail,
     fail_write,
     finite_float,
@@ -177,13 +178,10 @@ def _run(args: argparse.Namespace) -> int:
     num_classes = config["network"].get("num_classes", 0)
     labels = None
     if num_classes:
-        if args.klass is not None and args.klass >= num_classes:
-            return fail(NAME, f"--class {args.klass}: the model has classes 0..{num_classes - 1}")
-        labels = (
-            np.full(args.num, args.klass, np.int32)
-            if args.klass is not None
-            else np.arange(args.num, dtype=np.int32) % num_classes
-        )
+        try:
+            labels = class_labels(args.num, args.klass, num_classes)
+        except ValueError as err:
+            return fail(NAME, str(err))
     elif args.klass is not None or args.guidance != 1.0:
         return fail(NAME, "--class and --guidance need a conditional model (train --conditional)")
 
