@@ -240,6 +240,8 @@ def _argv(command, out):
         "oracle": ["oracle", "--num", "2", "--steps", "1", "--quiet", "--out", str(out)],
         "demo": ["demo", "--steps", "1", "--num", "2", "--quiet", "--out", str(out)],
         "bench": ["bench", "--quick", "--out", str(out)],
+        "restore": ["restore", "--ckpt", "nowhere", "--task", "inpaint", "--method", "pigdm"]
+        + ["--out", str(out)],
     }[command]
 
 
@@ -249,6 +251,7 @@ COMMAND_OUTS = [
     ("oracle", "o.png"),
     ("demo", "d.png"),
     ("bench", "bench"),
+    ("restore", "r.png"),
 ]
 
 
@@ -277,6 +280,7 @@ def test_out_under_a_file(tmp_path, capsys, command, name):
         ("bridge-sample", "b.pdf", ".png or .npy"),
         ("oracle", "o.xyz", ".png, .pdf, .svg"),
         ("demo", "d.npy", ".png, .pdf, .svg"),
+        ("restore", "r.svg", ".png or .npy"),
     ],
 )
 def test_out_with_a_suffix_the_command_cannot_write(tmp_path, capsys, command, name, expected):
