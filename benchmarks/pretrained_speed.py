@@ -35,6 +35,7 @@ import argparse
 import datetime
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 import time
@@ -102,6 +103,7 @@ def main() -> None:
     start = time.perf_counter()
     m = pretrained.from_diffusers(folder, layout=args.layout)
     load_s = time.perf_counter() - start
+    shutil.rmtree(folder)  # everything is in memory now
     params = sum(p.numel() for p in unet.parameters())
     print(
         f"{params / 1e6:.1f}M parameters; torch {torch.__version__} with "

@@ -240,8 +240,10 @@ def _argv(command, out):
         "oracle": ["oracle", "--num", "2", "--steps", "1", "--quiet", "--out", str(out)],
         "demo": ["demo", "--steps", "1", "--num", "2", "--quiet", "--out", str(out)],
         "bench": ["bench", "--quick", "--out", str(out)],
-        "restore": ["restore", "--ckpt", "nowhere", "--task", "inpaint", "--method", "pigdm"]
-        + ["--out", str(out)],
+        "restore": [
+            *("restore", "--ckpt", "nowhere", "--task", "inpaint", "--method", "pigdm"),
+            *("--out", str(out)),
+        ],
     }[command]
 
 

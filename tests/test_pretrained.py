@@ -197,7 +197,7 @@ def test_network_equals_diffusers_float32(saved, name):
     lab = None if labels is None else jnp.asarray(labels)
     ours = _forward()(m.network, jnp.asarray(x), jnp.asarray(t), lab)
     assert ours.dtype == jnp.float32 and ours.shape == theirs.shape
-    assert max_relative(ours, theirs) < FLOAT32  # measured <= 2e-6
+    assert max_relative(ours, theirs) < FLOAT32  # measured <= 3.1e-6
     if name == "ddpm":  # the NHWC layout: the same numbers, no transposes
         nhwc = pretrained.from_diffusers(folder, dtype=jnp.float32, layout="NHWC")
         ours = _forward()(nhwc.network, jnp.asarray(x.transpose(0, 2, 3, 1)), jnp.asarray(t), lab)
@@ -225,11 +225,11 @@ def test_network_and_denoiser_equal_diffusers_float64(saved, x64, monkeypatch, n
         assert (m.prediction, m.sigma_min, m.sigma_max) == ("score", 0.01, 1348.0)
         both = jax.jit(lambda net, d, x: (net(x, t), d(x, sigma)))
         ours, denoised = both(m.network, m.denoiser, xj)
-        assert max_relative(denoised, x + sigma**2 * at_sigma) < FLOAT64
+        assert max_relative(denoised, x + sigma**2 * at_sigma) < FLOAT64  # measured 8.6e-14
     else:
         ours = _forward()(m.network, xj, jnp.asarray(t), None)
     assert ours.dtype == jnp.float64
-    assert max_relative(ours, theirs) < FLOAT64  # measured <= 2e-15
+    assert max_relative(ours, theirs) < FLOAT64  # measured <= 5.8e-15
 
 
 def test_ddim_equals_diffusers_ddim_scheduler_loop(saved, x64, monkeypatch):
@@ -269,7 +269,7 @@ def test_ddim_equals_diffusers_ddim_scheduler_loop(saved, x64, monkeypatch):
     assert sigmas.dtype == jnp.float64 and sigmas[-1] == 0
     x = jnp.asarray(noise) * jnp.sqrt(1 + sigmas[0] ** 2)  # unit-variance latents, sigma-space
     ours = jd.sample(m.denoiser, x, sigmas, solver=jd.samplers.DDIM())
-    assert max_relative(ours, theirs) < FLOAT64  # measured 3e-15
+    assert max_relative(ours, theirs) < FLOAT64  # measured 1.8e-15
 
 
 def test_scheduler_tables_equal_diffusers(diffusers):
@@ -413,3 +413,21 @@ def test_cli_errors(saved, tmp_path, capsys):
         main(["sample", "--diffusers", str(folder), "--ckpt", missing, "--out", out])
     assert info.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_deprecated_attention_names_load(saved):
+    """Checkpoints from before diffusers 0.14 name the attention projections query, key,
+    value and proj_attn: renamed on loading, as diffusers does."""
+    _, folder = saved("ddpm")
+    tensors = pretrained.read_checkpoint(folder / "unet")
+    old = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
+    renamed = {}
+    for key, value in tensors.items():
+        for new, name in old.items():
+            key = key.replace(f".{new}.", f".{name}.")
+        renamed[key] = value
+    assert "mid_block.attentions.0.proj_attn.weight" in renamed
+    m = pretrained.from_diffusers(folder)
+    net = pretrained.load_weights(m.network, renamed)
+    for a, b in zip(jax.tree.leaves(net), jax.tree.leaves(m.network), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -29,8 +29,6 @@ def run(name: str, args: argparse.Namespace) -> int:
     from ..samplers import by_name
     from ._sample import plot
 
-    if jax.process_count() > 1:
-        return fail(name, "--diffusers samples in one process (no jax.distributed options)")
     out = Path(args.out)
     problem = output_file_problem(out)
     if problem:

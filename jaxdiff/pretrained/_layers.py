@@ -77,10 +77,6 @@ class Conv(nnx.Module):
         return y + self.bias[...]
 
 
-def conv(cin, cout, kernel, *, stride=1, padding=None, dtype, rngs):
-    return Conv(cin, cout, kernel, stride=stride, padding=padding, dtype=dtype, rngs=rngs)
-
-
 class Linear(nnx.Module):
     """`torch.nn.Linear`: `kernel` `(in, out)`, `bias`."""
 
@@ -90,10 +86,6 @@ class Linear(nnx.Module):
 
     def __call__(self, x):
         return x @ self.kernel[...] + self.bias[...]
-
-
-def linear(cin, cout, *, dtype, rngs):
-    return Linear(cin, cout, dtype=dtype, rngs=rngs)
 
 
 class Embed(nnx.Module):
@@ -180,7 +172,7 @@ class Downsample(nnx.Module):
 
     def __init__(self, channels: int, *, padding: int, dtype, rngs: nnx.Rngs | None):
         self.padding = padding
-        self.conv = conv(channels, channels, 3, stride=2, padding=padding, dtype=dtype, rngs=rngs)
+        self.conv = Conv(channels, channels, 3, stride=2, padding=padding, dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
         if self.padding == 0:
@@ -192,7 +184,7 @@ class Upsample(nnx.Module):
     """diffusers' `Upsample2D(use_conv=True)`: 2x nearest neighbour, then a 3x3 convolution."""
 
     def __init__(self, channels: int, *, dtype, rngs: nnx.Rngs | None):
-        self.conv = conv(channels, channels, 3, dtype=dtype, rngs=rngs)
+        self.conv = Conv(channels, channels, 3, dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
         return self.conv(upsample_nearest(x))
@@ -230,13 +222,13 @@ class ResnetBlock2D(nnx.Module):
         self.resample = resample
         self.fir = fir
         self.norm1 = GroupNorm(cin, groups, eps=eps, dtype=dtype, rngs=rngs)
-        self.conv1 = conv(cin, cout, 3, dtype=dtype, rngs=rngs)
+        self.conv1 = Conv(cin, cout, 3, dtype=dtype, rngs=rngs)
         width = 2 * cout if time_norm == "scale_shift" else cout
-        self.time_emb_proj = linear(temb, width, dtype=dtype, rngs=rngs)
+        self.time_emb_proj = Linear(temb, width, dtype=dtype, rngs=rngs)
         self.norm2 = GroupNorm(cout, groups_out or groups, eps=eps, dtype=dtype, rngs=rngs)
-        self.conv2 = conv(cout, cout, 3, dtype=dtype, rngs=rngs)
+        self.conv2 = Conv(cout, cout, 3, dtype=dtype, rngs=rngs)
         use_shortcut = cin != cout if shortcut is None else shortcut
-        self.conv_shortcut = conv(cin, cout, 1, dtype=dtype, rngs=rngs) if use_shortcut else None
+        self.conv_shortcut = Conv(cin, cout, 1, dtype=dtype, rngs=rngs) if use_shortcut else None
 
     def _resample(self, x):
         if self.resample == "up":
@@ -291,10 +283,10 @@ class Attention(nnx.Module):
         self.group_norm = (
             None if groups is None else GroupNorm(channels, groups, eps=eps, dtype=dtype, rngs=rngs)
         )
-        self.to_q = linear(channels, inner, dtype=dtype, rngs=rngs)
-        self.to_k = linear(channels, inner, dtype=dtype, rngs=rngs)
-        self.to_v = linear(channels, inner, dtype=dtype, rngs=rngs)
-        self.to_out = nnx.List([linear(inner, channels, dtype=dtype, rngs=rngs)])
+        self.to_q = Linear(channels, inner, dtype=dtype, rngs=rngs)
+        self.to_k = Linear(channels, inner, dtype=dtype, rngs=rngs)
+        self.to_v = Linear(channels, inner, dtype=dtype, rngs=rngs)
+        self.to_out = nnx.List([Linear(inner, channels, dtype=dtype, rngs=rngs)])
 
     def __call__(self, x):
         b, hh, ww, c = x.shape
@@ -346,8 +338,8 @@ class TimestepEmbedding(nnx.Module):
     """diffusers' `TimestepEmbedding`: linear, SiLU, linear."""
 
     def __init__(self, cin: int, width: int, *, dtype, rngs: nnx.Rngs | None):
-        self.linear_1 = linear(cin, width, dtype=dtype, rngs=rngs)
-        self.linear_2 = linear(width, width, dtype=dtype, rngs=rngs)
+        self.linear_1 = Linear(cin, width, dtype=dtype, rngs=rngs)
+        self.linear_2 = Linear(width, width, dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
         return self.linear_2(jax.nn.silu(self.linear_1(x)))

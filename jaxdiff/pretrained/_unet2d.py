@@ -14,6 +14,7 @@ from ._config import UNet2DConfig, config_dict, parse_config
 from ._layers import (
     ACTIVATION_FNS,
     Attention,
+    Conv,
     Downsample,
     Embed,
     FourierProjection,
@@ -21,7 +22,6 @@ from ._layers import (
     ResnetBlock2D,
     TimestepEmbedding,
     Upsample,
-    conv,
     sinusoidal_embedding,
     upfirdn,
 )
@@ -105,7 +105,7 @@ class DownBlock(nnx.Module):
                 fir=True,
                 **common,
             )
-            skip_conv = conv(3, cout, 1, dtype=dtype, rngs=rngs)
+            skip_conv = Conv(3, cout, 1, dtype=dtype, rngs=rngs)
         elif add_downsample and kind == "AttnDownBlock2D" and c.downsample_type == "resnet":
             downsamplers = nnx.List(
                 [
@@ -220,7 +220,7 @@ class UpBlock(nnx.Module):
                 **common,
             )
             skip_norm = GroupNorm(cout, g, eps=c.norm_eps, dtype=dtype, rngs=rngs)
-            skip_conv = conv(cout, 3, 3, dtype=dtype, rngs=rngs)
+            skip_conv = Conv(cout, 3, 3, dtype=dtype, rngs=rngs)
         elif add_upsample and kind == "AttnUpBlock2D" and c.upsample_type == "resnet":
             upsamplers = nnx.List(
                 [
@@ -363,7 +363,7 @@ class UNet2DModel(nnx.Module):
         boc = c.block_out_channels
         temb = c.time_embed_dim
 
-        self.conv_in = conv(c.in_channels, boc[0], 3, **kw)
+        self.conv_in = Conv(c.in_channels, boc[0], 3, **kw)
         time_proj, time_in = None, boc[0]
         if c.time_embedding_type == "fourier":
             time_proj, time_in = FourierProjection(boc[0], **kw), 2 * boc[0]
@@ -397,7 +397,7 @@ class UNet2DModel(nnx.Module):
         self.up_blocks = nnx.List(up)
         groups_out = c.norm_num_groups if c.norm_num_groups is not None else min(boc[0] // 4, 32)
         self.conv_norm_out = GroupNorm(boc[0], groups_out, eps=c.norm_eps, **kw)
-        self.conv_out = conv(boc[0], c.out_channels, 3, **kw)
+        self.conv_out = Conv(boc[0], c.out_channels, 3, **kw)
 
     def __call__(self, sample, timestep, class_labels=None):
         x = check_float_array("sample", sample)
