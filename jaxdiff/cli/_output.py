@@ -167,3 +167,13 @@ def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
                 err.filename = str(directory / Path(err.filename).relative_to(tmp))
         raise
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save_samples(path: str | os.PathLike, x, labels=None) -> None:
+    """Samples to `path` (.npy) and, when given, their class labels beside it
+    (``PATH.labels.npy``), both or neither."""
+    path = Path(path)
+    arrays = {path: x}
+    if labels is not None:
+        arrays[path.with_suffix(".labels.npy")] = labels
+    save_arrays(arrays)

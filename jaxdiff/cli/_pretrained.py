@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ._common import class_labels, fail, fail_write, output_file_problem
-from ._output import save_arrays
+from ._output import save_samples
 
 HELP = (
     "a diffusers UNet2DModel folder or pipeline folder (config.json and "
@@ -100,10 +100,7 @@ def run(name: str, args: argparse.Namespace) -> int:
         return fail(name, f"{args.solver} produced non-finite samples ({args.steps} steps)")
     try:
         if out.suffix.lower() == ".npy":
-            arrays = {out: x}
-            if labels is not None:
-                arrays[out.with_suffix(".labels.npy")] = labels
-            save_arrays(arrays)
+            save_samples(out, x, labels)
         else:
             if x.shape[-1] not in (1, 3):
                 return fail(

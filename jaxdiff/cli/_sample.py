@@ -23,7 +23,7 @@ from ._common import (
     pyplot,
     seed,
 )
-from ._output import save_arrays, save_figure
+from ._output import save_figure, save_samples
 
 NAME = "sample"
 HELP = "sample a trained run with any sampler (k-diffusion's names) to a PNG or .npy"
@@ -212,10 +212,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     try:
         if out.suffix.lower() == ".npy":
-            arrays = {out: x}
-            if labels is not None:
-                arrays[out.with_suffix(".labels.npy")] = labels
-            save_arrays(arrays)
+            save_samples(out, x, labels)
         else:
             plot(
                 out,

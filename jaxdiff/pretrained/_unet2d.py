@@ -93,18 +93,7 @@ class DownBlock(nnx.Module):
         downsamplers = resnet_down = skip_conv = None
         if add_downsample and self.skip:
             g = _skip_groups(cout)
-            resnet_down = ResnetBlock2D(
-                cout,
-                cout,
-                c.time_embed_dim,
-                groups=g,
-                groups_out=g,
-                output_scale=scale,
-                shortcut=True,
-                resample="down",
-                fir=True,
-                **common,
-            )
+            resnet_down = _skip_resample(cout, c.time_embed_dim, g, scale, "down", common)
             skip_conv = Conv(3, cout, 1, dtype=dtype, rngs=rngs)
         elif add_downsample and kind == "AttnDownBlock2D" and c.downsample_type == "resnet":
             downsamplers = nnx.List(
@@ -207,18 +196,7 @@ class UpBlock(nnx.Module):
         upsamplers = resnet_up = skip_conv = skip_norm = None
         if add_upsample and self.skip:
             g = _skip_groups(cout)
-            resnet_up = ResnetBlock2D(
-                cout,
-                cout,
-                c.time_embed_dim,
-                groups=g,
-                groups_out=g,
-                output_scale=scale,
-                shortcut=True,
-                resample="up",
-                fir=True,
-                **common,
-            )
+            resnet_up = _skip_resample(cout, c.time_embed_dim, g, scale, "up", common)
             skip_norm = GroupNorm(cout, g, eps=c.norm_eps, dtype=dtype, rngs=rngs)
             skip_conv = Conv(cout, 3, 3, dtype=dtype, rngs=rngs)
         elif add_upsample and kind == "AttnUpBlock2D" and c.upsample_type == "resnet":
@@ -493,3 +471,19 @@ class UNet2DModel(nnx.Module):
 def abstract_unet(config: UNet2DConfig, *, dtype, layout: str) -> UNet2DModel:
     """A `UNet2DModel` whose parameters are shapes only (no memory, no random draws)."""
     return UNet2DModel(config, dtype=dtype, layout=layout, rngs=None)
+
+
+def _skip_resample(channels, time_embed_dim, groups, scale, resample, common):
+    """The resnet that resamples (FIR, "down" or "up") in an NCSN++ skip block."""
+    return ResnetBlock2D(
+        channels,
+        channels,
+        time_embed_dim,
+        groups=groups,
+        groups_out=groups,
+        output_scale=scale,
+        shortcut=True,
+        resample=resample,
+        fir=True,
+        **common,
+    )
