@@ -23,7 +23,8 @@ minima (the minimum is the best estimate of an idle machine's time), and the rat
 pair is printed below it. With `--check` the two samples are compared on the
 same noise (diffusers' `clip_sample=False` for that: jaxdiff applies no clipping).
 
-    python benchmarks/pretrained_speed.py                   # 3 repeats, NHWC
+    python benchmarks/pretrained_speed.py                   # 3 repeats, NHWC, Winograd
+    python benchmarks/pretrained_speed.py --conv direct     # XLA's direct convolutions
     python benchmarks/pretrained_speed.py --repeats 5 --layout NCHW --check
     python benchmarks/pretrained_speed.py --onednn          # XLA's oneDNN kernels on CPU
     python benchmarks/pretrained_speed.py --forward         # one network call each, for profiling
@@ -77,6 +78,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--layout", choices=("NHWC", "NCHW"), default="NHWC")
+    parser.add_argument(
+        "--conv",
+        choices=("auto", "direct", "winograd"),
+        default="auto",
+        help="from_diffusers' conv (auto: winograd on CPU)",
+    )
     parser.add_argument("--check", action="store_true", help="compare the two samples")
     parser.add_argument("--forward", action="store_true", help="time one network call each")
     parser.add_argument(
@@ -101,7 +108,7 @@ def main() -> None:
     folder = tempfile.mkdtemp(prefix="pretrained_speed_")
     unet, scheduler = build(folder, clip_sample=not args.check)
     start = time.perf_counter()
-    m = pretrained.from_diffusers(folder, layout=args.layout)
+    m = pretrained.from_diffusers(folder, layout=args.layout, conv=args.conv)
     load_s = time.perf_counter() - start
     shutil.rmtree(folder)  # everything is in memory now
     params = sum(p.numel() for p in unet.parameters())
@@ -109,7 +116,8 @@ def main() -> None:
         f"{params / 1e6:.1f}M parameters; torch {torch.__version__} with "
         f"{torch.get_num_threads()} threads, jax {jax.__version__} on "
         f"{jax.devices()[0].device_kind}, {os.cpu_count()} CPUs, load average {load:.1f}; "
-        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; from_diffusers {load_s:.2f} s",
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; from_diffusers {load_s:.2f} s "
+        f"(conv={m.conv!r})",
         flush=True,
     )
 
@@ -168,7 +176,7 @@ def main() -> None:
     what = "one network call" if args.forward else f"{args.steps} DDIM steps"
     print(
         f"\n{datetime.date.today()}, {platform.processor() or platform.machine()}, batch "
-        f"{args.batch}, {what}, {args.layout}, {args.repeats} repeats, load average "
+        f"{args.batch}, {what}, {args.layout}, conv={m.conv}, {args.repeats} repeats, load average "
         f"{load:.1f} -> {os.getloadavg()[0]:.1f}\n"
     )
     jm, tm = min(jax_s), min(torch_s)

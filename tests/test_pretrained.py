@@ -24,12 +24,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from jaxdiff_test_utils import max_relative, require
 
 import jaxdiff as jd
 from jaxdiff import pretrained
 from jaxdiff.bench._diffusers import _Float32IsFloat64
 from jaxdiff.cli import main
+from jaxdiff.pretrained._layers import Conv
 
 FLOAT32 = 1e-5
 FLOAT64 = 1e-10
@@ -191,13 +193,19 @@ def test_network_equals_diffusers_float32(saved, name):
     config = CONFIGS[name][0]
     x, t, labels = _inputs(name, config, np.float32)
     theirs = _theirs(model, x, t, labels)
-    m = pretrained.from_diffusers(folder, dtype=jnp.float32)
+    m = pretrained.from_diffusers(folder, dtype=jnp.float32, conv="direct")
     for key, value in config.items():  # the config read back, with diffusers' defaults
         assert m.config[key] == (list(value) if isinstance(value, tuple) else value)
     lab = None if labels is None else jnp.asarray(labels)
     ours = _forward()(m.network, jnp.asarray(x), jnp.asarray(t), lab)
     assert ours.dtype == jnp.float32 and ours.shape == theirs.shape
     assert max_relative(ours, theirs) < FLOAT32  # measured <= 3.1e-6
+    # Winograd F(4x4, 3x3) in every 3x3 stride-1 convolution (these widths are below the
+    # default threshold): the same to float32 rounding
+    winograd = m.network
+    assert winograd.to_winograd(min_channels=1) >= 2 * len(config["block_out_channels"])
+    ours = _forward()(winograd, jnp.asarray(x), jnp.asarray(t), lab)
+    assert max_relative(ours, theirs) < FLOAT32  # measured <= 5.1e-6
     if name == "ddpm":  # the NHWC layout: the same numbers, no transposes
         nhwc = pretrained.from_diffusers(folder, dtype=jnp.float32, layout="NHWC")
         ours = _forward()(nhwc.network, jnp.asarray(x.transpose(0, 2, 3, 1)), jnp.asarray(t), lab)
@@ -219,8 +227,12 @@ def test_network_and_denoiser_equal_diffusers_float64(saved, x64, monkeypatch, n
         at_sigma = _theirs(model, x, np.full(2, sigma), labels)
     finally:
         model.float()  # float32 -> float64 -> float32 is exact
-    m = pretrained.from_diffusers(folder, dtype=jnp.float64)
+    m = pretrained.from_diffusers(folder, dtype=jnp.float64, conv="winograd")
+    assert m.conv == "winograd"
     xj = jnp.asarray(x)
+    direct = pretrained.from_diffusers(folder, dtype=jnp.float64, conv="direct")
+    ours = _forward()(direct.network, xj, jnp.asarray(t), None)
+    assert max_relative(ours, theirs) < FLOAT64  # measured <= 5.8e-15
     if name == "ncsnpp":  # a VE score model: D(x, sigma) = x + sigma^2 net(x, sigma)
         assert (m.prediction, m.sigma_min, m.sigma_max) == ("score", 0.01, 1348.0)
         both = jax.jit(lambda net, d, x: (net(x, t), d(x, sigma)))
@@ -229,7 +241,7 @@ def test_network_and_denoiser_equal_diffusers_float64(saved, x64, monkeypatch, n
     else:
         ours = _forward()(m.network, xj, jnp.asarray(t), None)
     assert ours.dtype == jnp.float64
-    assert max_relative(ours, theirs) < FLOAT64  # measured <= 5.8e-15
+    assert max_relative(ours, theirs) < FLOAT64  # Winograd's: measured <= 8.0e-15
 
 
 def test_ddim_equals_diffusers_ddim_scheduler_loop(saved, x64, monkeypatch):
@@ -431,3 +443,67 @@ def test_deprecated_attention_names_load(saved):
     net = pretrained.load_weights(m.network, renamed)
     for a, b in zip(jax.tree.leaves(net), jax.tree.leaves(m.network), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_winograd_is_the_convolution(x64):
+    """`_winograd`: Toom-Cook's F(m, r) is the correlation exactly (rationals); `conv3x3` with
+    `kernel_transform`'s kernel is XLA's 3x3 "same" convolution in float64 on sizes that are
+    and are not multiples of the 4x4 tile; `Conv.to_winograd` refuses what it cannot do."""
+    from fractions import Fraction
+
+    from jaxdiff.pretrained import _layers, _winograd
+
+    rng = np.random.default_rng(5)
+    cases = [
+        (2, 3, (0, 1, -1)),
+        (4, 3, (0, 1, -1, 2, -2)),
+        (3, 2, (0, 1, -1)),
+        (6, 3, (0, 1, -1, 2, -2, 0.5, -0.5)),
+    ]
+    for m, r, points in cases:
+        at, g, bt = _winograd.toom_cook(m, r, points)
+        d, w = rng.standard_normal(m + r - 1), rng.standard_normal(r)
+        expect = [sum(d[i + k] * w[k] for k in range(r)) for i in range(m)]
+        np.testing.assert_allclose(at @ ((g @ w) * (bt @ d)), expect, rtol=0, atol=1e-12)
+    assert _winograd.toom_cook(4, 3, [Fraction(p) for p in _winograd.POINTS])[2].shape == (6, 6)
+    with pytest.raises(ValueError, match="distinct finite points"):
+        _winograd.toom_cook(4, 3, (0, 1, 1, 2, -2))
+    with pytest.raises(ValueError, match="kernel must have shape"):
+        _winograd.kernel_transform(np.zeros((1, 1, 2, 2)))
+
+    for height, width in [(8, 8), (5, 7), (1, 4)]:
+        x = rng.standard_normal((2, height, width, 3))
+        kernel = rng.standard_normal((3, 3, 3, 5))
+        direct = jax.lax.conv_general_dilated(
+            x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        ours = _winograd.conv3x3(jnp.asarray(x), jnp.asarray(_winograd.kernel_transform(kernel)))
+        assert ours.shape == direct.shape
+        assert max_relative(ours, direct) < 1e-13
+
+    conv = _layers.Conv(3, 5, 3, dtype=jnp.float64, rngs=None)
+    assert conv.winograd_eligible(min_channels=1) and not conv.winograd_eligible()
+    conv.to_winograd()  # an abstract layer stays abstract
+    assert conv.winograd and conv.winograd_kernel.shape == (6, 6, 3, 5)
+    with pytest.raises(ValueError, match="3x3, stride-1"):
+        conv.to_winograd()
+    strided = _layers.Conv(3, 5, 3, stride=2, dtype=jnp.float64, rngs=None)
+    with pytest.raises(ValueError, match="3x3, stride-1"):
+        strided.to_winograd()
+
+
+def test_conv_option(saved):
+    """`from_diffusers(conv=)`: "auto" is Winograd on the CPU backend, only for convolutions
+    of at least 32 channels (the default threshold); a bad value is refused by name."""
+    _, folder = saved("ncsnpp")  # widths 32 and 64
+    auto = pretrained.from_diffusers(folder)
+    assert auto.conv == ("winograd" if jax.default_backend() == "cpu" else "direct")
+    direct = pretrained.from_diffusers(folder, conv="direct")
+    winograd = pretrained.from_diffusers(folder, conv="winograd")
+    assert direct.conv == "direct" and winograd.conv == "winograd"
+    convs = [m for _, m in nnx.iter_modules(winograd.network) if isinstance(m, Conv)]
+    changed = [c for c in convs if c.winograd]
+    assert changed and len(changed) < len(convs)  # conv_in (3 -> 32) and conv_out stay direct
+    assert all(min(c.winograd_kernel.shape[2:]) >= 32 for c in changed)
+    with pytest.raises(ValueError, match="conv"):
+        pretrained.from_diffusers(folder, conv="fft")

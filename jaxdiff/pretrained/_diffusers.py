@@ -24,6 +24,8 @@ from ._weights import load_weights, read_checkpoint
 
 CONFIG_NAME = "config.json"
 SCHEDULER_CONFIG_NAME = "scheduler_config.json"
+#: `from_diffusers`' choices of `conv`.
+CONV_ALGORITHMS = ("auto", "direct", "winograd")
 
 
 class LabelledNetwork(eqx.Module):
@@ -56,7 +58,8 @@ class Pretrained:
     - `scheduler`: what the scheduler config says (`SchedulerInfo`: `class_name`, `config`,
       `prediction`, `alphas_cumprod`, `sigma_min`, `sigma_max`, `spacing`, `steps_offset`).
     - `layout`: `"NCHW"` or `"NHWC"`; `shape`: one sample's shape in it (from `sample_size`,
-      None if the config has none); `path`: the model folder.
+      None if the config has none); `path`: the model folder; `conv`: `"direct"` or
+      `"winograd"`, how the network computes its 3x3 convolutions (`from_diffusers`' `conv`).
     """
 
     denoiser: Any
@@ -66,6 +69,7 @@ class Pretrained:
     layout: str
     shape: tuple[int, int, int] | None
     path: Path
+    conv: str = "direct"
 
     @property
     def prediction(self) -> str:
@@ -211,6 +215,7 @@ def from_diffusers(
     dtype=None,
     layout: str = "NCHW",
     scheduler: dict | str | Path | None = None,
+    conv: str = "auto",
 ) -> Pretrained:
     r"""Load a diffusers `UNet2DModel` (DDPM, Ho et al. 2020; score-SDE NCSN++, Song et al.
     2021; or any `UNet2DModel` of the supported blocks) as a flax NNX network and a jaxdiff
@@ -231,6 +236,16 @@ def from_diffusers(
       or `../scheduler/scheduler_config.json` (a pipeline's). Without any, diffusers'
       defaults: `DDPMScheduler()` for a positional or learned time embedding,
       `ScoreSdeVeScheduler()` for a Fourier one.
+    - `conv`: how the 3x3 convolutions are computed. `"direct"`: XLA's convolution, the
+      same arithmetic as diffusers' up to rounding (~1e-6 of the output's scale in
+      float32). `"winograd"`: the residual blocks' and upsamplers' 3x3 convolutions by
+      Winograd's F(4x4, 3x3) (`UNet2DModel.to_winograd`; Lavin & Gray 2016): 4x fewer
+      multiplications, the kernels transformed once here, in float64; float32 rounding
+      a few times larger per layer (measured: network outputs within 6.4e-6 of the largest
+      value of diffusers', against 3.0e-6 direct); in float64 the same to ~1e-14. `"auto"`
+      (the default): `"winograd"` on a CPU backend, where it makes the CIFAR-10 DDPM U-Net
+      about 1.9x faster, `"direct"` on GPU and TPU, whose libraries choose their own
+      convolution algorithms.
 
     **Returns:** a `Pretrained` with `.denoiser` (`D(x, sigma)` in sigma-space for
     `jaxdiff.sample`), `.network` (called like diffusers' model: `network(x, timestep)` gives
@@ -256,6 +271,9 @@ def from_diffusers(
     """
     layout = check_choice("layout", layout, LAYOUTS)
     dtype = check_float_dtype("dtype", dtype)
+    conv = check_choice("conv", conv, CONV_ALGORITHMS)
+    if conv == "auto":
+        conv = "winograd" if jax.default_backend() == "cpu" else "direct"
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"no diffusers model folder at {str(path)!r}")
@@ -282,8 +300,11 @@ def from_diffusers(
         where = f"{str(scheduler_path)!r}: " if scheduler_path is not None else ""
         raise ValueError(f"{where}{err}") from None
 
+    abstract = abstract_unet(config, dtype=dtype, layout=layout)
+    if conv == "winograd":
+        abstract.to_winograd()
     network = load_weights(
-        abstract_unet(config, dtype=dtype, layout=layout),
+        abstract,
         tensors,
         source=f"in {str(folder)!r}",
     )
@@ -306,4 +327,5 @@ def from_diffusers(
         layout=layout,
         shape=shape,
         path=folder,
+        conv=conv,
     )

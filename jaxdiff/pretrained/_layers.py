@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ._winograd import INPUT_TILE, conv3x3, kernel_transform
+
 #: The 1-D FIR kernel of NCSN++'s resampling (Song et al. 2021, after StyleGAN2), separable.
 FIR_KERNEL = (1.0, 3.0, 3.0, 1.0)
 
@@ -51,25 +53,63 @@ def param(rngs: nnx.Rngs | None, init, shape: tuple[int, ...], dtype) -> nnx.Par
     return nnx.Param(init(rngs.params(), shape, dtype))
 
 
+#: The fewest input and output channels for which `Conv.to_winograd` pays (measured: the
+#: 3->128 and 128->3 convolutions at a U-Net's ends are faster direct).
+WINOGRAD_MIN_CHANNELS = 32
+
 _fan_in = nnx.initializers.lecun_normal()  # torch's default differs: any init does here
 _zeros = nnx.initializers.zeros_init()
 
 
 class Conv(nnx.Module):
     """A torch-style `Conv2d` on NHWC: `kernel` `(k, k, in, out)`, `bias`, stride, symmetric
-    zero padding `(k - 1) // 2` unless given."""
+    zero padding `(k - 1) // 2` unless given.
+
+    `to_winograd()` turns a 3x3, stride-1, padding-1 one into Winograd's F(4x4, 3x3)
+    (`jaxdiff.pretrained._winograd`): its `kernel` is replaced by `winograd_kernel`
+    `(6, 6, in, out)`, the same weights in the Winograd domain (diffusers' key stays
+    `...weight`: `load_weights` transforms it)."""
 
     def __init__(self, cin, cout, kernel, *, stride=1, padding=None, dtype, rngs):
         self.stride = stride
         self.padding = (kernel - 1) // 2 if padding is None else padding
         self.kernel = param(rngs, _fan_in, (kernel, kernel, cin, cout), dtype)
         self.bias = param(rngs, _zeros, (cout,), dtype)
+        self.winograd = False
+
+    def winograd_eligible(self, min_channels: int = WINOGRAD_MIN_CHANNELS) -> bool:
+        """Whether `to_winograd` applies and pays: 3x3, stride 1, padding 1, at least
+        `min_channels` input and output channels (fewer leave the matrix products too thin
+        to beat the direct convolution)."""
+        if self.winograd:
+            return False
+        k, _, cin, cout = self.kernel.shape
+        return (k, self.stride, self.padding) == (3, 1, 1) and min(cin, cout) >= min_channels
+
+    def to_winograd(self) -> None:
+        """Compute this convolution with F(4x4, 3x3) from now on (in place; see the class)."""
+        if self.winograd or not self.winograd_eligible(min_channels=1):
+            raise ValueError("to_winograd needs a 3x3, stride-1, padding-1 convolution")
+        kernel = self.kernel.get_value()
+        _, _, cin, cout = kernel.shape
+        if isinstance(kernel, jax.ShapeDtypeStruct):
+            value = jax.ShapeDtypeStruct((INPUT_TILE, INPUT_TILE, cin, cout), kernel.dtype)
+        else:
+            value = jnp.asarray(kernel_transform(kernel), kernel.dtype)
+        del self.kernel
+        self.winograd_kernel = nnx.Param(value)
+        self.winograd = True
 
     def __call__(self, x):
+        if self.winograd:
+            return conv3x3(x, self.winograd_kernel[...]) + self.bias[...]
         p = self.padding
+        kernel = self.kernel[...]
+        if kernel.shape[:2] == (1, 1) and self.stride == 1 and p == 0:
+            return x @ kernel[0, 0] + self.bias[...]  # a matrix product: faster on CPU
         y = jax.lax.conv_general_dilated(
             x,
-            self.kernel[...],
+            kernel,
             window_strides=(self.stride, self.stride),
             padding=((p, p), (p, p)),
             dimension_numbers=("NHWC", "HWIO", "NHWC"),

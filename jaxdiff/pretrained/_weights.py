@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ._winograd import kernel_transform
+
 #: The weights file of a diffusers model folder, and the index of a sharded one.
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 WEIGHTS_INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
@@ -102,11 +104,18 @@ def _renamed(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 def _checkpoint_key(path: tuple) -> tuple[str, str]:
     """(diffusers' key, kind) of an NNX parameter path."""
     *modules, leaf = (str(p) for p in path)
-    name = {"kernel": "weight", "scale": "weight", "embedding": "weight"}.get(leaf, leaf)
+    name = {
+        "kernel": "weight",
+        "winograd_kernel": "weight",
+        "scale": "weight",
+        "embedding": "weight",
+    }.get(leaf, leaf)
     return ".".join([*modules, name]), leaf
 
 
 def _torch_shape(leaf: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if leaf == "winograd_kernel":  # (6, 6, in, out) <- (out, in, 3, 3)
+        return (shape[3], shape[2], 3, 3)
     if leaf == "kernel" and len(shape) == 4:  # (kh, kw, in, out) <- (out, in, kh, kw)
         return (shape[3], shape[2], shape[0], shape[1])
     if leaf == "kernel" and len(shape) == 2:  # (in, out) <- (out, in)
@@ -115,6 +124,8 @@ def _torch_shape(leaf: str, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _from_torch(leaf: str, value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if leaf == "winograd_kernel":  # transformed in float64, then cast by the caller
+        return kernel_transform(np.transpose(value, (2, 3, 1, 0)))
     if leaf == "kernel" and len(shape) == 4:
         return np.transpose(value, (2, 3, 1, 0))
     if leaf == "kernel" and len(shape) == 2:
