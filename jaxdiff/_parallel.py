@@ -40,10 +40,27 @@ __all__ = [
 ]
 
 
+def data_mesh(devices: Any = None) -> Mesh:
+    """A 1-D mesh with axis ``"data"`` over ``devices`` (default: all devices, ``jax.devices()``:
+    this process's, and in a `jax.distributed` run those of every process, ordered by
+    process)."""
+    devices = jax.devices() if devices is None else list(devices)
+    if not devices:
+        raise ValueError("devices must not be empty")
+    return Mesh(np.asarray(devices), ("data",))
+
+
+def host_copy(x: Any) -> Any:
+    """`x` as a host (numpy) array; a typed PRNG key array stays a key, of the same
+    implementation."""
+    if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+        data = np.asarray(jax.random.key_data(x))  # e.g. the key of an nnx.Dropout's stream
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    return np.asarray(x)
+
+
 def _mesh(mesh: Mesh | None) -> Mesh:
     if mesh is None:
-        from .train._step import data_mesh
-
         return data_mesh()
     if not isinstance(mesh, Mesh):
         raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
@@ -164,9 +181,7 @@ def replicate(tree: Any, mesh: Mesh | None = None) -> Any:
     `jax.distributed` run, every process passes the same values."""
     mesh = _mesh(mesh)
     if _spans_processes(mesh):  # from host values: a local device's array is not global
-        from .train._step import _host_copy
-
-        tree = jax.tree.map(_host_copy, tree)
+        tree = jax.tree.map(host_copy, tree)
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
 
 

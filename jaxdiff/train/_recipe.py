@@ -38,6 +38,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from .. import bridges, nn as jnn
 from .._checks import check_choice, check_count, check_key, check_number, check_positive
+from .._parallel import replicate
 from ..parametrizations._denoisers import (
     ClassifierFreeGuidance,
     Conditional,
@@ -364,8 +365,6 @@ def draw_samples(
     chunk = min(batch, num)
     padded = chunk  # the rows computed per chunk: `chunk`, or more to fill every device
     if mesh is not None:
-        from .._parallel import replicate
-
         devices = mesh.shape["data"]
         if chunk < num and chunk % devices:
             raise ValueError(

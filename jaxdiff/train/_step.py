@@ -8,11 +8,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from .._parallel import data_mesh, host_copy
 from ._ema import ema_decay_at, ema_update
 from ._optim import learning_rate
 
@@ -50,26 +50,9 @@ class TrainState(NamedTuple):
         return jax.random.fold_in(jax.random.wrap_key_data(self.rng), stream)
 
 
-def data_mesh(devices: Any = None) -> Mesh:
-    """A 1-D mesh with axis ``"data"`` over ``devices`` (default: all devices, ``jax.devices()``:
-    this process's, and in a `jax.distributed` run those of every process, ordered by
-    process)."""
-    devices = jax.devices() if devices is None else list(devices)
-    if not devices:
-        raise ValueError("devices must not be empty")
-    return Mesh(np.asarray(devices), ("data",))
-
-
-def _host_copy(x: Any) -> Any:
-    if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
-        data = np.asarray(jax.random.key_data(x))  # e.g. the key of an nnx.Dropout's stream
-        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
-    return np.asarray(x)
-
-
 def _fresh(tree: Any, sharding: jax.sharding.Sharding) -> Any:
     # a host round trip: new buffers that alias nothing the caller holds (the step donates them)
-    return jax.device_put(jax.tree.map(_host_copy, tree), sharding)
+    return jax.device_put(jax.tree.map(host_copy, tree), sharding)
 
 
 def init_state(
