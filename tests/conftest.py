@@ -4,8 +4,6 @@ import contextlib
 import ctypes
 import gc
 import os
-import shutil
-import tempfile
 
 # The suite is dominated by XLA's CPU compiles of small programs that then run for milliseconds:
 # LLVM's optimization passes are most of each compile. Without them (level 0) the compile-bound
@@ -17,28 +15,10 @@ import tempfile
 if not os.environ.get("JAXDIFF_TESTS_OPTIMIZED"):  # see jaxdiff_test_utils.with_optimized_compiles
     os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
-# One persistent compilation cache for the run, shared by the xdist workers and the processes
-# they start (the CLI commands, notebook kernels, multi-process tests), which compile many of
-# the same programs (measured: the CLI and training test files 142 s -> 125 s). Made by the
-# first process to load this file (pytest's controller, whose environment the workers inherit)
-# and removed by that process at the end; a cache directory already set is used and kept. The
-# key of an entry includes XLA_FLAGS: the optimized-compile reruns do not share level-0 programs.
-if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxdiff-tests-xla-cache-")
-    os.environ["JAXDIFF_TESTS_CACHE_OWNER"] = str(os.getpid())
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-# in case a plugin imported JAX before this file set the environment
-jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-jax.config.update(
-    "jax_persistent_cache_min_compile_time_secs",
-    float(os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")),
-)
 
 
 @pytest.fixture(params=["float32", "float64"])
@@ -116,10 +96,3 @@ def _bounded_compilations():
         gc.collect()
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def pytest_unconfigure(config):
-    # only the process that made the cache: not an xdist worker, nor a pytest run in a
-    # subprocess (`with_optimized_compiles`), which inherit the environment
-    if os.environ.get("JAXDIFF_TESTS_CACHE_OWNER") == str(os.getpid()):
-        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
