@@ -13,8 +13,10 @@ jaxdiff sampler.
     images = jd.sample(m.denoiser, x, sigmas, solver="dpmpp_2m")   # NCHW, in [-1, 1]
 
 Arrays are NCHW by default (diffusers' layout); `layout="NHWC"` skips the transposes around
-the network, which computes in NHWC. Reading checkpoints needs the `pretrained` extra
-(`pip install 'jaxdiff[pretrained]'`: safetensors).
+the network, which computes in NHWC. On a CPU backend the residual blocks' 3x3 convolutions
+use Winograd's F(4x4, 3x3) (`from_diffusers(conv="auto")`: the DDPM CIFAR-10 U-Net about
+1.9x faster than with XLA's direct convolution; `conv="direct"` for that). Reading
+checkpoints needs the `pretrained` extra (`pip install 'jaxdiff[pretrained]'`: safetensors).
 """
 
 from ._config import (
