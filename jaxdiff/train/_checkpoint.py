@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import shutil
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -403,11 +404,18 @@ class Checkpointer:
             self._manager.close()
         except Exception:
             pass
-        # what the writer threads of a failed save wrote after it was removed
+        # what the writer threads of a failed save wrote after it was removed; a thread may
+        # still be finishing a file (a CI run found one directory left): remove until nothing
+        # is left, for up to a second
         if jax.process_index() != 0:
             return
-        for entry in _ckpt_dir(self.out_dir).glob("*.orbax-checkpoint-tmp*"):
-            shutil.rmtree(entry, ignore_errors=True)
+        for _ in range(20):
+            entries = list(_ckpt_dir(self.out_dir).glob("*.orbax-checkpoint-tmp*"))
+            if not entries:
+                break
+            for entry in entries:
+                shutil.rmtree(entry, ignore_errors=True)
+            time.sleep(0.05)
 
     def __enter__(self) -> Checkpointer:
         return self
