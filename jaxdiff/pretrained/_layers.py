@@ -88,7 +88,7 @@ class Conv(nnx.Module):
 
     def to_winograd(self) -> None:
         """Compute this convolution with F(4x4, 3x3) from now on (in place; see the class)."""
-        if self.winograd or not self.winograd_eligible(min_channels=1):
+        if not self.winograd_eligible(min_channels=1):  # False once converted, too
             raise ValueError("to_winograd needs a 3x3, stride-1, padding-1 convolution")
         kernel = self.kernel.get_value()
         _, _, cin, cout = kernel.shape
